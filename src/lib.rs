@@ -1,0 +1,14 @@
+//! kess: a Kubernetes external shuffle service. See README.md for the picture.
+
+pub mod error;
+pub mod ids;
+pub mod metrics;
+pub mod registry;
+pub mod store;
+
+pub mod proto {
+    //! The generated `kess.v1` gRPC types, clients and servers.
+    tonic::include_proto!("kess.v1");
+    /// Encoded descriptors of `kess.v1`, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("kess_descriptor");
+}

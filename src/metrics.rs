@@ -1,0 +1,167 @@
+//! Every metric kess exports, named in one place. Handlers call the small functions below
+//! rather than naming metrics inline, so the names and labels stay consistent.
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const BYTES_SERVED: &str = "kess_bytes_served_total";
+pub const BLOCKS_SERVED: &str = "kess_blocks_served_total";
+pub const BYTES_RECEIVED: &str = "kess_bytes_received_total";
+pub const FETCH_LATENCY: &str = "kess_fetch_latency_seconds";
+pub const ACTIVE_STREAMS: &str = "kess_active_streams";
+pub const PUSHES: &str = "kess_pushes_total";
+pub const REGISTERED_APPS: &str = "kess_registered_applications";
+pub const REGISTERED_EXECUTORS: &str = "kess_registered_executors";
+pub const STORED_BYTES: &str = "kess_stored_bytes";
+pub const STORED_OUTPUTS: &str = "kess_stored_map_outputs";
+pub const DISK_FREE: &str = "kess_disk_free_bytes";
+pub const CHECKSUM_FAILURES: &str = "kess_checksum_failures_total";
+pub const ERRORS: &str = "kess_errors_total";
+pub const RECOVERED_OUTPUTS: &str = "kess_recovered_map_outputs_total";
+pub const RECOVERY_DISCARDED: &str = "kess_recovery_discarded_total";
+pub const APPS_REMOVED: &str = "kess_applications_removed_total";
+pub const BYTES_FREED: &str = "kess_bytes_freed_total";
+pub const CACHE_LOOKUPS: &str = "kess_cache_lookups_total";
+
+/// Protocol label values.
+pub const GRPC: &str = "grpc";
+pub const SPARK: &str = "spark";
+
+/// Installs the global Prometheus recorder and describes every metric.
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(FETCH_LATENCY.to_string()),
+            &[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
+            ],
+        )?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    describe_counter!(BYTES_SERVED, "Block bytes sent to clients, by protocol.");
+    describe_counter!(
+        BLOCKS_SERVED,
+        "Blocks (partitions or ranges) sent, by protocol."
+    );
+    describe_counter!(BYTES_RECEIVED, "Map output bytes received, by protocol.");
+    describe_histogram!(
+        FETCH_LATENCY,
+        "Time to serve one fetch request, by protocol."
+    );
+    describe_gauge!(
+        ACTIVE_STREAMS,
+        "Streams in progress, by protocol and direction."
+    );
+    describe_counter!(PUSHES, "Map output pushes by outcome.");
+    describe_gauge!(
+        REGISTERED_APPS,
+        "Applications with at least one registered executor."
+    );
+    describe_gauge!(REGISTERED_EXECUTORS, "Executors currently registered.");
+    describe_gauge!(STORED_BYTES, "Bytes of committed map outputs kess stores.");
+    describe_gauge!(STORED_OUTPUTS, "Committed map outputs kess stores.");
+    describe_gauge!(DISK_FREE, "Free bytes on the data directory's filesystem.");
+    describe_counter!(
+        CHECKSUM_FAILURES,
+        "Blocks refused because their bytes no longer match their CRC32."
+    );
+    describe_counter!(ERRORS, "Requests that failed, by protocol and kind.");
+    describe_counter!(
+        RECOVERED_OUTPUTS,
+        "Committed map outputs found on disk at start."
+    );
+    describe_counter!(
+        RECOVERY_DISCARDED,
+        "Partial or damaged outputs discarded at start."
+    );
+    describe_counter!(APPS_REMOVED, "Applications whose data was removed.");
+    describe_counter!(BYTES_FREED, "Bytes deleted by application removal.");
+    describe_counter!(
+        CACHE_LOOKUPS,
+        "Index and map cache lookups, by cache and result."
+    );
+}
+
+pub fn bytes_served(protocol: &'static str, bytes: u64) {
+    counter!(BYTES_SERVED, "protocol" => protocol).increment(bytes);
+}
+
+pub fn block_served(protocol: &'static str) {
+    counter!(BLOCKS_SERVED, "protocol" => protocol).increment(1);
+}
+
+pub fn bytes_received(protocol: &'static str, bytes: u64) {
+    counter!(BYTES_RECEIVED, "protocol" => protocol).increment(bytes);
+}
+
+pub fn fetch_latency(protocol: &'static str, elapsed: Duration) {
+    histogram!(FETCH_LATENCY, "protocol" => protocol).record(elapsed.as_secs_f64());
+}
+
+pub fn push_outcome(outcome: &'static str) {
+    counter!(PUSHES, "outcome" => outcome).increment(1);
+}
+
+pub fn checksum_failure(protocol: &'static str) {
+    counter!(CHECKSUM_FAILURES, "protocol" => protocol).increment(1);
+}
+
+pub fn error(protocol: &'static str, kind: &'static str) {
+    counter!(ERRORS, "protocol" => protocol, "kind" => kind).increment(1);
+}
+
+pub fn cache_lookup(cache: &'static str, hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    counter!(CACHE_LOOKUPS, "cache" => cache, "result" => result).increment(1);
+}
+
+pub fn store_totals(apps: usize, executors: usize, outputs: usize, bytes: u64) {
+    gauge!(REGISTERED_APPS).set(apps as f64);
+    gauge!(REGISTERED_EXECUTORS).set(executors as f64);
+    gauge!(STORED_OUTPUTS).set(outputs as f64);
+    gauge!(STORED_BYTES).set(bytes as f64);
+}
+
+pub fn disk_free(bytes: u64) {
+    gauge!(DISK_FREE).set(bytes as f64);
+}
+
+pub fn recovery(recovered: u64, discarded: u64) {
+    counter!(RECOVERED_OUTPUTS).increment(recovered);
+    counter!(RECOVERY_DISCARDED).increment(discarded);
+}
+
+pub fn app_removed(bytes_freed: u64) {
+    counter!(APPS_REMOVED).increment(1);
+    counter!(BYTES_FREED).increment(bytes_freed);
+}
+
+/// Counts a stream as active for as long as the guard lives.
+pub struct ActiveStream {
+    protocol: &'static str,
+    direction: &'static str,
+}
+
+impl ActiveStream {
+    pub fn start(protocol: &'static str, direction: &'static str) -> Self {
+        gauge!(ACTIVE_STREAMS, "protocol" => protocol, "direction" => direction).increment(1.0);
+        Self {
+            protocol,
+            direction,
+        }
+    }
+}
+
+impl Drop for ActiveStream {
+    fn drop(&mut self) {
+        gauge!(ACTIVE_STREAMS, "protocol" => self.protocol, "direction" => self.direction)
+            .decrement(1.0);
+    }
+}

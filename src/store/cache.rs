@@ -1,0 +1,124 @@
+//! A small LRU bounded by total weight, shared by the index cache (weight = bytes) and the map
+//! cache (weight = 1 per mapped file, which bounds address-space use and open mappings).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use lru::LruCache;
+
+pub struct BoundedCache<V> {
+    name: &'static str,
+    max_weight: usize,
+    weigh: fn(&V) -> usize,
+    inner: Mutex<Inner<V>>,
+}
+
+struct Inner<V> {
+    entries: LruCache<PathBuf, V>,
+    weight: usize,
+}
+
+impl<V: Clone> BoundedCache<V> {
+    pub fn new(name: &'static str, max_weight: usize, weigh: fn(&V) -> usize) -> Self {
+        Self {
+            name,
+            max_weight: max_weight.max(1),
+            weigh,
+            inner: Mutex::new(Inner {
+                entries: LruCache::unbounded(),
+                weight: 0,
+            }),
+        }
+    }
+
+    /// Returns the cached value for `key`, or loads it (outside the lock, so a slow disk does not
+    /// stall other readers) and caches it. Two racing loads of one key both succeed; one wins.
+    pub fn get_or_load<E>(&self, key: &Path, load: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
+        if let Some(v) = self.lock().entries.get(key).cloned() {
+            crate::metrics::cache_lookup(self.name, true);
+            return Ok(v);
+        }
+        crate::metrics::cache_lookup(self.name, false);
+        let value = load()?;
+        let w = (self.weigh)(&value);
+        let mut inner = self.lock();
+        if let Some(old) = inner.entries.put(key.to_path_buf(), value.clone()) {
+            inner.weight -= (self.weigh)(&old);
+        }
+        inner.weight += w;
+        while inner.weight > self.max_weight && inner.entries.len() > 1 {
+            match inner.entries.pop_lru() {
+                Some((_, old)) => inner.weight -= (self.weigh)(&old),
+                None => break,
+            }
+        }
+        Ok(value)
+    }
+
+    /// Drops every entry whose path lies under `dir` (used when an application is removed, so
+    /// its deleted files are unmapped and their disk space is really freed).
+    pub fn invalidate_under(&self, dir: &Path) {
+        let mut inner = self.lock();
+        let doomed: Vec<PathBuf> = inner
+            .entries
+            .iter()
+            .filter(|(k, _)| k.starts_with(dir))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            if let Some(old) = inner.entries.pop(&k) {
+                inner.weight -= (self.weigh)(&old);
+            }
+        }
+    }
+
+    pub fn invalidate(&self, key: &Path) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.entries.pop(key) {
+            inner.weight -= (self.weigh)(&old);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<V>> {
+        // A panic while holding this lock cannot leave the LRU inconsistent in a way that
+        // matters more than losing the cache, so recover from poisoning.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evicts_least_recently_used_by_weight() {
+        let cache: BoundedCache<Vec<u8>> = BoundedCache::new("test", 10, |v| v.len());
+        let load = |n: usize| move || Ok::<_, ()>(vec![0u8; n]);
+        cache.get_or_load(Path::new("/a"), load(4)).unwrap();
+        cache.get_or_load(Path::new("/b"), load(4)).unwrap();
+        // Touch /a so /b is the least recently used.
+        cache.get_or_load(Path::new("/a"), load(99)).unwrap();
+        cache.get_or_load(Path::new("/c"), load(4)).unwrap();
+        assert_eq!(cache.len(), 2);
+        let reloaded = cache.get_or_load(Path::new("/b"), load(1)).unwrap();
+        assert_eq!(reloaded.len(), 1, "/b must have been evicted and reloaded");
+    }
+
+    #[test]
+    fn invalidates_a_subtree() {
+        let cache: BoundedCache<u8> = BoundedCache::new("test", 100, |_| 1);
+        for p in ["/d/app1/x", "/d/app1/y", "/d/app10/z"] {
+            cache.get_or_load(Path::new(p), || Ok::<_, ()>(1)).unwrap();
+        }
+        cache.invalidate_under(Path::new("/d/app1"));
+        assert_eq!(cache.len(), 1, "/d/app10 is not under /d/app1");
+    }
+}
