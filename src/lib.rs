@@ -1,6 +1,11 @@
 //! kess: a Kubernetes external shuffle service. See README.md for the picture.
 
+pub mod bench;
+pub mod config;
+pub mod daemon;
 pub mod error;
+pub mod grpc;
+pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod registry;

@@ -1,0 +1,138 @@
+//! Command-line and environment configuration. Every setting has a default that works on a
+//! laptop, a flag, and a `KESS_*` environment variable (the DaemonSet uses the variables).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "kess", version, about = "Kubernetes external shuffle service")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the per-node shuffle daemon.
+    Daemon(Box<DaemonConfig>),
+    /// Print a daemon's shuffle state (per application and executor) as JSON.
+    State(StateArgs),
+    /// Delete every map output and registration of an application on a daemon.
+    RemoveApp(RemoveAppArgs),
+    /// Measure fetch throughput against a raw-TCP reference on this machine.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DaemonConfig {
+    /// Where map outputs, registrations and temp files live.
+    #[arg(long, env = "KESS_DATA_DIR", default_value = "./kess-data")]
+    pub data_dir: PathBuf,
+    /// gRPC (kess.v1, health, reflection) listen address.
+    #[arg(long, env = "KESS_GRPC_ADDR", default_value = "127.0.0.1:7447")]
+    pub grpc_addr: SocketAddr,
+    /// HTTP listen address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "KESS_HTTP_ADDR", default_value = "127.0.0.1:9464")]
+    pub http_addr: SocketAddr,
+    /// fsync every committed output and registration: survives node crashes, costs latency.
+    /// Off, a commit is an atomic rename that survives daemon crashes.
+    #[arg(long, env = "KESS_FSYNC", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub fsync: bool,
+    /// Pushes are refused (RESOURCE_EXHAUSTED) while the data disk has less free space.
+    #[arg(long, env = "KESS_MIN_FREE_BYTES", default_value = "256MiB")]
+    pub min_free_bytes: ByteSize,
+    /// Largest gRPC message accepted; larger ones are refused with OUT_OF_RANGE.
+    #[arg(long, env = "KESS_MAX_MESSAGE_BYTES", default_value = "8MiB")]
+    pub max_message_bytes: ByteSize,
+    /// Default size of the chunks a fetched partition is split into.
+    #[arg(long, env = "KESS_FETCH_CHUNK_BYTES", default_value = "1MiB")]
+    pub fetch_chunk_bytes: ByteSize,
+    /// Memory for cached index files.
+    #[arg(long, env = "KESS_INDEX_CACHE_BYTES", default_value = "64MiB")]
+    pub index_cache_bytes: ByteSize,
+    /// Most data files kept memory-mapped at once.
+    #[arg(long, env = "KESS_MAX_MAPPED_FILES", default_value_t = 4096)]
+    pub max_mapped_files: usize,
+    /// On SIGTERM, how long in-flight streams may run before the daemon exits anyway.
+    #[arg(long, env = "KESS_GRACE_PERIOD", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub grace_period: Duration,
+    /// This node's name, reported in the shuffle state (the DaemonSet sets it from spec.nodeName).
+    #[arg(long, env = "KESS_NODE_NAME", default_value = "")]
+    pub node_name: String,
+    /// Log format.
+    #[arg(long, env = "KESS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The daemon's gRPC address.
+    #[arg(long, env = "KESS_SERVER", default_value = "http://127.0.0.1:7447")]
+    pub server: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Only this application.
+    #[arg(long)]
+    pub app: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveAppArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    pub app: String,
+}
+
+impl DaemonConfig {
+    /// The defaults, as `kess daemon` with no flags and no environment would use them.
+    pub fn defaults() -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: DaemonConfig,
+        }
+        Only::parse_from(["kess"]).config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_defaults() {
+        let cli = Cli::parse_from([
+            "kess",
+            "daemon",
+            "--data-dir",
+            "/d",
+            "--fsync",
+            "--min-free-bytes",
+            "1GiB",
+            "--grace-period",
+            "5s",
+        ]);
+        let Command::Daemon(c) = cli.command else {
+            panic!("expected daemon")
+        };
+        assert_eq!(c.data_dir, PathBuf::from("/d"));
+        assert!(c.fsync);
+        assert_eq!(c.min_free_bytes.as_u64(), 1 << 30);
+        assert_eq!(c.grace_period, Duration::from_secs(5));
+        assert_eq!(c.grpc_addr.port(), 7447);
+    }
+}

@@ -1,0 +1,245 @@
+//! ShuffleService: executors register, push map outputs and fetch blocks.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::status::{invalid_argument, to_status};
+use crate::ids::{AppId, ExecutorId};
+use crate::metrics::{self, ActiveStream};
+use crate::proto::push_map_output_request::Item;
+use crate::proto::shuffle_service_server::ShuffleService;
+use crate::proto::{
+    FetchBlocksRequest, FetchedChunk, PushMapOutputRequest, PushMapOutputResponse,
+    RegisterExecutorRequest, RegisterExecutorResponse, UnregisterExecutorRequest,
+    UnregisterExecutorResponse,
+};
+use crate::store::{OpenBlock, PushRequest, Store};
+
+/// Most block ranges one fetch request may name.
+pub const MAX_BLOCKS_PER_FETCH: usize = 16_384;
+
+/// Chunks queued ahead of the client per fetch stream: enough to keep the connection busy,
+/// few enough that memory grows with streams, not with bytes requested.
+const FETCH_QUEUE_DEPTH: usize = 4;
+
+pub struct ShuffleApi {
+    store: Arc<Store>,
+    default_chunk_bytes: usize,
+    max_chunk_bytes: usize,
+}
+
+impl ShuffleApi {
+    /// `max_message_bytes` bounds the chunks sent, so they fit the limits clients use.
+    pub fn new(store: Arc<Store>, default_chunk_bytes: usize, max_message_bytes: usize) -> Self {
+        // Leave room for the other fields of a FetchedChunk.
+        let max_chunk_bytes = max_message_bytes.saturating_sub(1024).max(4096);
+        Self {
+            store,
+            default_chunk_bytes: default_chunk_bytes.clamp(4096, max_chunk_bytes),
+            max_chunk_bytes,
+        }
+    }
+}
+
+fn parse_ids(app: &str, exec: &str) -> Result<(AppId, ExecutorId), Status> {
+    let app = AppId::parse(app).map_err(|e| to_status(e.into()))?;
+    let exec = ExecutorId::parse(exec).map_err(|e| to_status(e.into()))?;
+    Ok((app, exec))
+}
+
+type FetchStream = Pin<Box<dyn Stream<Item = Result<FetchedChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ShuffleService for ShuffleApi {
+    async fn register_executor(
+        &self,
+        request: Request<RegisterExecutorRequest>,
+    ) -> Result<Response<RegisterExecutorResponse>, Status> {
+        let req = request.into_inner();
+        let (app, exec) = parse_ids(&req.app_id, &req.executor_id)?;
+        let store = Arc::clone(&self.store);
+        let (a, e) = (app.clone(), exec.clone());
+        let newly = tokio::task::spawn_blocking(move || store.register_executor(&a, &e))
+            .await
+            .map_err(|e| Status::internal(format!("registration task failed: {e}")))?
+            .map_err(to_status)?;
+        tracing::info!(app = %app, executor = %exec, newly, "executor registered");
+        Ok(Response::new(RegisterExecutorResponse {
+            newly_registered: newly,
+        }))
+    }
+
+    async fn unregister_executor(
+        &self,
+        request: Request<UnregisterExecutorRequest>,
+    ) -> Result<Response<UnregisterExecutorResponse>, Status> {
+        let req = request.into_inner();
+        let (app, exec) = parse_ids(&req.app_id, &req.executor_id)?;
+        let store = Arc::clone(&self.store);
+        let (a, e) = (app.clone(), exec.clone());
+        let was = tokio::task::spawn_blocking(move || store.unregister_executor(&a, &e))
+            .await
+            .map_err(|e| Status::internal(format!("unregistration task failed: {e}")))?
+            .map_err(to_status)?;
+        tracing::info!(app = %app, executor = %exec, was_registered = was, "executor unregistered");
+        Ok(Response::new(UnregisterExecutorResponse {
+            was_registered: was,
+        }))
+    }
+
+    async fn push_map_output(
+        &self,
+        request: Request<Streaming<PushMapOutputRequest>>,
+    ) -> Result<Response<PushMapOutputResponse>, Status> {
+        let _active = ActiveStream::start(metrics::GRPC, "push");
+        let mut stream = request.into_inner();
+        let header = match stream.message().await? {
+            Some(PushMapOutputRequest {
+                item: Some(Item::Header(h)),
+            }) => h,
+            _ => return Err(invalid_argument("a push must start with a PushHeader")),
+        };
+        let (app, executor) = parse_ids(&header.app_id, &header.executor_id)?;
+        let mut pending = self
+            .store
+            .begin_push(PushRequest {
+                app,
+                executor,
+                shuffle: header.shuffle_id,
+                map: header.map_id,
+                attempt: header.attempt,
+                num_partitions: header.num_partitions,
+            })
+            .map_err(to_status)?;
+        // A transport error or cancellation returns early here; dropping `pending` deletes
+        // everything written so far.
+        while let Some(msg) = stream.message().await? {
+            match msg.item {
+                Some(Item::Data(d)) => {
+                    metrics::bytes_received(metrics::GRPC, d.data.len() as u64);
+                    // Page-cache writes are short but blocking; keep them off the async path.
+                    tokio::task::block_in_place(|| pending.write(d.partition, &d.data))
+                        .map_err(to_status)?;
+                }
+                Some(Item::Commit(c)) => {
+                    let outcome = tokio::task::block_in_place(|| {
+                        pending.commit(&c.partition_lengths, &c.partition_crc32s)
+                    })
+                    .map_err(to_status)?;
+                    return Ok(Response::new(PushMapOutputResponse {
+                        committed: outcome.committed,
+                        committed_attempt: outcome.committed_attempt,
+                        bytes: outcome.bytes,
+                        partition_lengths: outcome.partition_lengths,
+                        partition_crc32s: outcome.partition_crc32s,
+                    }));
+                }
+                Some(Item::Header(_)) => {
+                    return Err(invalid_argument(format!(
+                        "{}: a push carries exactly one PushHeader",
+                        pending.key()
+                    )))
+                }
+                None => return Err(invalid_argument("empty push message")),
+            }
+        }
+        Err(invalid_argument(format!(
+            "{}: the stream ended without a PushCommit; nothing was kept",
+            pending.key()
+        )))
+    }
+
+    type FetchBlocksStream = FetchStream;
+
+    async fn fetch_blocks(
+        &self,
+        request: Request<FetchBlocksRequest>,
+    ) -> Result<Response<Self::FetchBlocksStream>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        let app = AppId::parse(&req.app_id).map_err(|e| to_status(e.into()))?;
+        if req.blocks.is_empty() || req.blocks.len() > MAX_BLOCKS_PER_FETCH {
+            return Err(invalid_argument(format!(
+                "a fetch names 1 to {MAX_BLOCKS_PER_FETCH} blocks, got {}",
+                req.blocks.len()
+            )));
+        }
+        let chunk_bytes = match req.max_chunk_bytes as usize {
+            0 => self.default_chunk_bytes,
+            n => n.clamp(1, self.max_chunk_bytes),
+        };
+        // Open every block before answering, so unknown ids and bad ranges are the call's
+        // status rather than an error in the middle of the stream.
+        let blocks = req
+            .blocks
+            .iter()
+            .map(|b| {
+                self.store.open_block(
+                    &app,
+                    b.shuffle_id,
+                    b.map_id,
+                    b.start_partition,
+                    b.end_partition,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(to_status)?;
+        let (tx, rx) = mpsc::channel(FETCH_QUEUE_DEPTH);
+        tokio::spawn(send_blocks(blocks, chunk_bytes, tx, started));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Sends every partition of every block as chunks; stops at the first corrupt partition (its
+/// error is the stream's final status) or when the client goes away.
+async fn send_blocks(
+    blocks: Vec<OpenBlock>,
+    chunk_bytes: usize,
+    tx: mpsc::Sender<Result<FetchedChunk, Status>>,
+    started: Instant,
+) {
+    let _active = ActiveStream::start(metrics::GRPC, "fetch");
+    for (block_index, block) in blocks.iter().enumerate() {
+        for partition in block.partitions() {
+            let verified = match block.partition(partition) {
+                Ok(v) => v,
+                Err(e) => {
+                    let _ = tx.send(Err(to_status(e))).await;
+                    return;
+                }
+            };
+            let total = verified.data.len();
+            let mut offset = 0;
+            loop {
+                let end = (offset + chunk_bytes).min(total);
+                let chunk = FetchedChunk {
+                    block_index: block_index as u32,
+                    partition,
+                    offset: offset as u64,
+                    // A slice of the memory map: no copy until gRPC encodes the message.
+                    data: verified.data.slice(offset..end),
+                    partition_length: total as u64,
+                    partition_crc32: verified.crc32,
+                    last: end == total,
+                };
+                if tx.send(Ok(chunk)).await.is_err() {
+                    tracing::debug!(key = %block.key(), "fetch client went away");
+                    return;
+                }
+                metrics::bytes_served(metrics::GRPC, (end - offset) as u64);
+                offset = end;
+                if offset == total {
+                    break;
+                }
+            }
+            metrics::block_served(metrics::GRPC);
+        }
+    }
+    metrics::fetch_latency(metrics::GRPC, started.elapsed());
+}
