@@ -29,7 +29,7 @@ use index::ShuffleIndex;
 use layout::Layout;
 
 pub use push::{CommitOutcome, PendingMapOutput, PushRequest, MAX_PARTITIONS};
-pub use read::OpenBlock;
+pub use read::{map_file, OpenBlock, VerifiedPartition};
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {

@@ -155,7 +155,7 @@ impl Store {
 }
 
 /// Maps a whole file; the returned `Bytes` keeps the mapping alive while any slice of it lives.
-pub(crate) fn map_file(path: &Path) -> std::io::Result<Bytes> {
+pub fn map_file(path: &Path) -> std::io::Result<Bytes> {
     let file = File::open(path)?;
     if file.metadata()?.len() == 0 {
         return Ok(Bytes::new());
