@@ -67,6 +67,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
     config.data_dir = work.path().join("data");
     config.grpc_addr = "127.0.0.1:0".parse()?;
     config.http_addr = "127.0.0.1:0".parse()?;
+    config.spark_addr = "127.0.0.1:0".parse()?;
     config.min_free_bytes = ByteSize::b(0);
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .build_recorder()

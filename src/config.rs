@@ -60,6 +60,41 @@ pub struct DaemonConfig {
     /// On SIGTERM, how long in-flight streams may run before the daemon exits anyway.
     #[arg(long, env = "KESS_GRACE_PERIOD", default_value = "30s", value_parser = humantime::parse_duration)]
     pub grace_period: Duration,
+    /// Spark shuffle-service protocol listen address (Spark's `spark.shuffle.service.port`).
+    #[arg(long, env = "KESS_SPARK_ADDR", default_value = "127.0.0.1:7337")]
+    pub spark_addr: SocketAddr,
+    /// Directories under which Spark executors' local dirs must lie (comma-separated);
+    /// registrations naming other dirs are refused.
+    #[arg(
+        long,
+        env = "KESS_SPARK_ALLOWED_ROOTS",
+        value_delimiter = ',',
+        default_value = "/tmp"
+    )]
+    pub spark_allowed_roots: Vec<PathBuf>,
+    /// Require SASL (`spark.authenticate=true`) with this secret on the Spark port.
+    #[arg(long, env = "KESS_SPARK_AUTH_SECRET", hide_env_values = true)]
+    pub spark_auth_secret: Option<String>,
+    /// Like --spark-auth-secret, read from a file (a mounted Kubernetes Secret).
+    #[arg(
+        long,
+        env = "KESS_SPARK_AUTH_SECRET_FILE",
+        conflicts_with = "spark_auth_secret"
+    )]
+    pub spark_auth_secret_file: Option<PathBuf>,
+    /// Most concurrent connections on the Spark port.
+    #[arg(long, env = "KESS_SPARK_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub spark_max_connections: usize,
+    /// Spark connections idle this long are closed.
+    #[arg(long, env = "KESS_SPARK_IDLE_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub spark_idle_timeout: Duration,
+    /// Largest request frame accepted on the Spark port.
+    #[arg(long, env = "KESS_SPARK_MAX_FRAME_BYTES", default_value = "16MiB")]
+    pub spark_max_frame_bytes: ByteSize,
+    /// Applications with no activity for this long are removed (data and registrations), for
+    /// applications no controller cleans up; `0s` turns it off.
+    #[arg(long, env = "KESS_APP_IDLE_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub app_idle_ttl: Duration,
     /// This node's name, reported in the shuffle state (the DaemonSet sets it from spec.nodeName).
     #[arg(long, env = "KESS_NODE_NAME", default_value = "")]
     pub node_name: String,
@@ -98,6 +133,15 @@ pub struct RemoveAppArgs {
 }
 
 impl DaemonConfig {
+    /// The Spark authentication secret, from the flag or the file.
+    pub fn spark_secret(&self) -> std::io::Result<Option<String>> {
+        match (&self.spark_auth_secret, &self.spark_auth_secret_file) {
+            (Some(s), _) => Ok(Some(s.clone())),
+            (None, Some(path)) => Ok(Some(std::fs::read_to_string(path)?.trim_end().to_string())),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// The defaults, as `kess daemon` with no flags and no environment would use them.
     pub fn defaults() -> Self {
         #[derive(Parser)]

@@ -19,12 +19,14 @@ use crate::grpc::{AdminApi, ShuffleApi};
 use crate::http::{self, Readiness};
 use crate::proto::admin_service_server::AdminServiceServer;
 use crate::proto::shuffle_service_server::ShuffleServiceServer;
-use crate::store::{Store, StoreConfig};
+use crate::spark::{self, connection::SparkContext, server::SparkListenerConfig};
+use crate::store::{now_ms, Store, StoreConfig};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A started daemon: its bound addresses, and a handle to stop it.
 pub struct RunningDaemon {
+    pub spark_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub store: Arc<Store>,
@@ -67,6 +69,10 @@ pub async fn start(
     let http_listener = TcpListener::bind(config.http_addr)
         .await
         .map_err(|e| format!("binding HTTP address {}: {e}", config.http_addr))?;
+    let spark_listener = TcpListener::bind(config.spark_addr)
+        .await
+        .map_err(|e| format!("binding Spark address {}: {e}", config.spark_addr))?;
+    let spark_addr = spark_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
@@ -121,6 +127,31 @@ pub async fn start(
     )
     .with_graceful_shutdown(signalled(http_stop_rx));
 
+    let spark_ctx = Arc::new(SparkContext::new(
+        Arc::clone(&store),
+        config.spark_allowed_roots.clone(),
+        config
+            .spark_secret()
+            .map_err(|e| format!("reading the Spark auth secret: {e}"))?,
+    ));
+    let spark_server = spark::server::serve(
+        spark_listener,
+        spark_ctx,
+        SparkListenerConfig {
+            max_connections: config.spark_max_connections,
+            idle_timeout: config.spark_idle_timeout,
+            max_frame_bytes: config.spark_max_frame_bytes.as_u64(),
+        },
+        shutdown_rx.clone(),
+    );
+    if !config.app_idle_ttl.is_zero() {
+        tokio::spawn(expire_idle_apps(
+            Arc::clone(&store),
+            config.app_idle_ttl,
+            shutdown_rx.clone(),
+        ));
+    }
+
     let grace = config.grace_period;
     let ready = readiness.clone();
     let mut drain_rx = shutdown_rx.clone();
@@ -135,12 +166,17 @@ pub async fn start(
                 tracing::error!(error = %e, "gRPC server failed");
             }
         });
+        let spark_task = tokio::spawn(spark_server);
         let _ = drain_rx.wait_for(|stop| *stop).await;
         ready.set(false);
         health_reporter
             .set_not_serving::<ShuffleServiceServer<ShuffleApi>>()
             .await;
-        if tokio::time::timeout(grace, grpc_task).await.is_err() {
+        let drained = async {
+            let _ = grpc_task.await;
+            let _ = spark_task.await;
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!(grace = ?grace, "grace period over with streams still open; exiting anyway");
         }
         let _ = http_stop_tx.send(true);
@@ -150,18 +186,49 @@ pub async fn start(
     readiness.set(true);
     tracing::info!(
         grpc = %grpc_addr,
+        spark = %spark_addr,
         http = %http_addr,
         data_dir = %config.data_dir.display(),
         fsync = config.fsync,
         "kess daemon ready"
     );
     Ok(RunningDaemon {
+        spark_addr,
         grpc_addr,
         http_addr,
         store,
         shutdown: shutdown_tx,
         done,
     })
+}
+
+/// Removes applications idle for longer than `ttl`, for applications no controller cleans up
+/// (Spark sends no "application ended" message).
+async fn expire_idle_apps(store: Arc<Store>, ttl: Duration, mut shutdown: watch::Receiver<bool>) {
+    let period = (ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let cutoff = now_ms() - ttl.as_millis() as i64;
+        for app in store.idle_apps(cutoff) {
+            let store = Arc::clone(&store);
+            let id = app.clone();
+            match tokio::task::spawn_blocking(move || store.remove_app(&id)).await {
+                Ok(Ok(report)) => {
+                    crate::metrics::app_expired();
+                    tracing::info!(app = %app, ttl = ?ttl, bytes_freed = report.bytes_freed, "removed an idle application");
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(app = %app, error = %e, "could not remove an idle application")
+                }
+                Err(e) => {
+                    tracing::warn!(app = %app, error = %e, "idle-application removal task failed")
+                }
+            }
+        }
+    }
 }
 
 async fn signalled(mut rx: watch::Receiver<bool>) {

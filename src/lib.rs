@@ -9,6 +9,7 @@ pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod registry;
+pub mod spark;
 pub mod store;
 
 pub mod proto {

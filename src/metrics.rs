@@ -24,6 +24,11 @@ pub const RECOVERY_DISCARDED: &str = "kess_recovery_discarded_total";
 pub const APPS_REMOVED: &str = "kess_applications_removed_total";
 pub const BYTES_FREED: &str = "kess_bytes_freed_total";
 pub const CACHE_LOOKUPS: &str = "kess_cache_lookups_total";
+pub const SPARK_REGISTRATIONS: &str = "kess_spark_registrations_total";
+pub const SPARK_OPEN_STREAMS: &str = "kess_spark_open_streams";
+pub const SPARK_CONNECTIONS: &str = "kess_spark_connections";
+pub const CORRUPTION_DIAGNOSES: &str = "kess_spark_corruption_diagnoses_total";
+pub const APPS_EXPIRED: &str = "kess_applications_expired_total";
 
 /// Protocol label values.
 pub const GRPC: &str = "grpc";
@@ -141,6 +146,26 @@ pub fn recovery(recovered: u64, discarded: u64) {
 pub fn app_removed(bytes_freed: u64) {
     counter!(APPS_REMOVED).increment(1);
     counter!(BYTES_FREED).increment(bytes_freed);
+}
+
+pub fn spark_registration() {
+    counter!(SPARK_REGISTRATIONS).increment(1);
+}
+
+pub fn spark_open_streams(delta: f64) {
+    gauge!(SPARK_OPEN_STREAMS).increment(delta);
+}
+
+pub fn spark_connections(delta: f64) {
+    gauge!(SPARK_CONNECTIONS).increment(delta);
+}
+
+pub fn corruption_diagnosis(cause: &'static str) {
+    counter!(CORRUPTION_DIAGNOSES, "cause" => cause).increment(1);
+}
+
+pub fn app_expired() {
+    counter!(APPS_EXPIRED).increment(1);
 }
 
 /// Counts a stream as active for as long as the guard lives.

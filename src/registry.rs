@@ -15,6 +15,17 @@ use crate::store::layout::Layout;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
     pub registered_unix_ms: i64,
+    /// Present for executors registered over Spark's protocol: where their files are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spark: Option<SparkExecutorInfo>,
+}
+
+/// Spark's `ExecutorShuffleInfo`: the executor's `blockmgr-*` dirs, which kess reads in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SparkExecutorInfo {
+    pub local_dirs: Vec<String>,
+    pub sub_dirs_per_local_dir: i32,
+    pub shuffle_manager: String,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +143,11 @@ mod tests {
         let e2 = ExecutorId::parse("2").unwrap();
         let reg = Registration {
             registered_unix_ms: 42,
+            spark: Some(SparkExecutorInfo {
+                local_dirs: vec!["/tmp/a/blockmgr-1".into()],
+                sub_dirs_per_local_dir: 64,
+                shuffle_manager: "sort".into(),
+            }),
         };
         journal.save(&app, &e1, &reg).unwrap();
         journal.save(&app, &e2, &reg).unwrap();

@@ -11,6 +11,7 @@ pub mod layout;
 mod push;
 mod read;
 mod recover;
+mod spark_files;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -23,13 +24,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{MapKey, StoreError};
 use crate::ids::{AppId, ExecutorId};
-use crate::registry::{Registration, RegistrationJournal};
+use crate::registry::{Registration, RegistrationJournal, SparkExecutorInfo};
 use cache::BoundedCache;
 use index::ShuffleIndex;
 use layout::Layout;
 
 pub use push::{CommitOutcome, PendingMapOutput, PushRequest, MAX_PARTITIONS};
 pub use read::{map_file, OpenBlock, VerifiedPartition};
+pub use spark_files::SparkFileError;
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -95,6 +97,8 @@ struct AppEntry {
 #[derive(Default)]
 struct ExecutorEntry {
     registered: bool,
+    /// Where a Spark-registered executor keeps its files.
+    spark: Option<Arc<SparkExecutorInfo>>,
     writes_in_flight: u32,
     fetches_in_flight: u32,
     last_activity_ms: i64,
@@ -200,9 +204,37 @@ impl Store {
 
     /// Records a live executor, durably. Returns false if it was already registered.
     pub fn register_executor(&self, app: &AppId, exec: &ExecutorId) -> Result<bool, StoreError> {
+        self.register(app, exec, None)
+    }
+
+    /// Records an executor registered over Spark's protocol, with its local dirs, durably (as
+    /// Spark's recovery DB does: executors do not register again after a restart). A second
+    /// registration of the same executor replaces the first, as in Spark.
+    pub fn register_spark_executor(
+        &self,
+        app: &AppId,
+        exec: &ExecutorId,
+        info: SparkExecutorInfo,
+    ) -> Result<bool, StoreError> {
+        self.register(app, exec, Some(info))
+    }
+
+    /// The local dirs of a Spark-registered executor.
+    pub fn spark_executor(&self, app: &AppId, exec: &ExecutorId) -> Option<Arc<SparkExecutorInfo>> {
+        let state = self.lock();
+        state.apps.get(app)?.executors.get(exec)?.spark.clone()
+    }
+
+    fn register(
+        &self,
+        app: &AppId,
+        exec: &ExecutorId,
+        spark: Option<SparkExecutorInfo>,
+    ) -> Result<bool, StoreError> {
         let now = now_ms();
         let reg = Registration {
             registered_unix_ms: now,
+            spark: spark.clone(),
         };
         self.journal
             .save(app, exec, &reg)
@@ -213,6 +245,7 @@ impl Store {
             entry.last_activity_ms = now;
             let e = entry.executors.entry(exec.clone()).or_default();
             e.last_activity_ms = now;
+            e.spark = spark.map(Arc::new);
             !std::mem::replace(&mut e.registered, true)
         };
         self.publish_metrics();
@@ -257,6 +290,31 @@ impl Store {
             .collect())
     }
 
+    /// Applications idle since before `cutoff_ms` with nothing in flight (for the idle TTL).
+    pub fn idle_apps(&self, cutoff_ms: i64) -> Vec<AppId> {
+        let state = self.lock();
+        state
+            .apps
+            .iter()
+            .filter(|(_, a)| {
+                a.last_activity_ms < cutoff_ms
+                    && a.executors.values().all(|e| {
+                        e.writes_in_flight == 0
+                            && e.fetches_in_flight == 0
+                            && e.last_activity_ms < cutoff_ms
+                    })
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Marks an application active now (requests that do not go through `track`).
+    pub fn touch(&self, app: &AppId) {
+        if let Some(entry) = self.lock().apps.get_mut(app) {
+            entry.last_activity_ms = now_ms();
+        }
+    }
+
     /// Total bytes of committed outputs.
     pub fn bytes_stored(&self) -> u64 {
         let state = self.lock();
@@ -277,9 +335,18 @@ impl Store {
             .layout
             .tmp_dir()
             .join(format!("removed-{}-{}", app, uuid::Uuid::new_v4()));
+        let mut spark_dirs = Vec::new();
         let report = {
             let mut state = self.lock();
             let entry = state.apps.remove(app);
+            if let Some(entry) = &entry {
+                spark_dirs = entry
+                    .executors
+                    .values()
+                    .filter_map(|e| e.spark.as_ref())
+                    .flat_map(|s| s.local_dirs.iter().map(PathBuf::from))
+                    .collect();
+            }
             match fs::rename(&app_dir, &trash) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -304,6 +371,22 @@ impl Store {
         };
         self.index_cache.invalidate_under(&app_dir);
         self.map_cache.invalidate_under(&app_dir);
+        // Spark keeps no message for "application ended"; deleting the executors' block
+        // manager dirs here is what Spark's standalone worker does at that point. The dirs
+        // were checked against the allowed roots at registration.
+        for dir in &spark_dirs {
+            self.index_cache.invalidate_under(dir);
+            self.map_cache.invalidate_under(dir);
+            match fs::remove_dir_all(dir) {
+                Ok(()) => {
+                    tracing::info!(app = %app, dir = %dir.display(), "deleted Spark executor dir")
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(app = %app, dir = %dir.display(), error = %e, "could not delete Spark executor dir")
+                }
+            }
+        }
         if let Err(e) = fs::remove_dir_all(&trash) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(app = %app, path = %trash.display(), error = %e, "could not delete removed application's files; they are deleted at next start");

@@ -37,6 +37,7 @@ pub(super) fn recover(layout: &Layout, journal: &RegistrationJournal) -> Result<
         let e = entry.executors.entry(exec).or_default();
         e.registered = true;
         e.last_activity_ms = reg.registered_unix_ms;
+        e.spark = reg.spark.map(Arc::new);
     }
 
     let (mut recovered, mut discarded) = (0u64, 0u64);

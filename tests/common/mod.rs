@@ -21,6 +21,8 @@ pub fn free_addr() -> SocketAddr {
 
 pub struct Daemon {
     pub child: Child,
+    /// The Spark-protocol port (from `--spark-addr` in `extra`, or a fresh one).
+    pub spark: SocketAddr,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub data_dir: PathBuf,
@@ -31,7 +33,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `kess daemon` on fresh ports with its data under `data_dir`.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Daemon {
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if !extra.iter().any(|a| a == "--spark-addr") {
+            extra.push("--spark-addr".into());
+            extra.push(free_addr().to_string());
+        }
         Self::spawn(data_dir.to_path_buf(), free_addr(), free_addr(), extra).await
     }
 
@@ -57,8 +63,15 @@ impl Daemon {
             .stderr(log_file)
             .spawn()
             .expect("spawn kess daemon");
+        let spark = extra
+            .iter()
+            .position(|a| a == "--spark-addr")
+            .and_then(|i| extra.get(i + 1))
+            .and_then(|a| a.parse().ok())
+            .expect("--spark-addr is always set");
         let mut d = Daemon {
             child,
+            spark,
             grpc,
             http,
             data_dir,
