@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::status::to_status;
+use super::status::{blocking, to_status};
 use crate::ids::AppId;
 use crate::proto::admin_service_server::AdminService;
 use crate::proto::{
@@ -74,10 +74,7 @@ impl AdminService for AdminApi {
         let app = AppId::parse(&request.into_inner().app_id).map_err(|e| to_status(e.into()))?;
         let store = Arc::clone(&self.store);
         let target = app.clone();
-        let report = tokio::task::spawn_blocking(move || store.remove_app(&target))
-            .await
-            .map_err(|e| Status::internal(format!("removal task failed: {e}")))?
-            .map_err(to_status)?;
+        let report = blocking("removal", move || store.remove_app(&target)).await?;
         tracing::info!(app = %app, bytes_freed = report.bytes_freed, outputs = report.outputs_removed, executors = report.executors_removed, "application removed");
         Ok(Response::new(RemoveApplicationResponse {
             bytes_freed: report.bytes_freed,

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::status::{invalid_argument, to_status};
+use super::status::{blocking, invalid_argument, to_status};
 use crate::ids::{AppId, ExecutorId};
 use crate::metrics::{self, ActiveStream};
 use crate::proto::push_map_output_request::Item;
@@ -63,12 +63,8 @@ impl ShuffleService for ShuffleApi {
     ) -> Result<Response<RegisterExecutorResponse>, Status> {
         let req = request.into_inner();
         let (app, exec) = parse_ids(&req.app_id, &req.executor_id)?;
-        let store = Arc::clone(&self.store);
-        let (a, e) = (app.clone(), exec.clone());
-        let newly = tokio::task::spawn_blocking(move || store.register_executor(&a, &e))
-            .await
-            .map_err(|e| Status::internal(format!("registration task failed: {e}")))?
-            .map_err(to_status)?;
+        let (store, a, e) = (Arc::clone(&self.store), app.clone(), exec.clone());
+        let newly = blocking("registration", move || store.register_executor(&a, &e)).await?;
         tracing::info!(app = %app, executor = %exec, newly, "executor registered");
         Ok(Response::new(RegisterExecutorResponse {
             newly_registered: newly,
@@ -81,12 +77,8 @@ impl ShuffleService for ShuffleApi {
     ) -> Result<Response<UnregisterExecutorResponse>, Status> {
         let req = request.into_inner();
         let (app, exec) = parse_ids(&req.app_id, &req.executor_id)?;
-        let store = Arc::clone(&self.store);
-        let (a, e) = (app.clone(), exec.clone());
-        let was = tokio::task::spawn_blocking(move || store.unregister_executor(&a, &e))
-            .await
-            .map_err(|e| Status::internal(format!("unregistration task failed: {e}")))?
-            .map_err(to_status)?;
+        let (store, a, e) = (Arc::clone(&self.store), app.clone(), exec.clone());
+        let was = blocking("unregistration", move || store.unregister_executor(&a, &e)).await?;
         tracing::info!(app = %app, executor = %exec, was_registered = was, "executor unregistered");
         Ok(Response::new(UnregisterExecutorResponse {
             was_registered: was,

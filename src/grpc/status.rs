@@ -41,3 +41,14 @@ pub fn invalid_argument(message: impl Into<String>) -> Status {
     tracing::warn!(error = %message, "grpc request refused");
     Status::invalid_argument(message)
 }
+
+/// Runs a store operation that touches the filesystem off the async workers, mapping its error.
+pub async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    op: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(op)
+        .await
+        .map_err(|e| Status::internal(format!("{what} task failed: {e}")))?
+        .map_err(to_status)
+}
