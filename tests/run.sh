@@ -9,4 +9,8 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# Real-Spark end-to-end tests need PySpark 3.5.7 (a venv under target/) and Java 17;
+# setup.sh installs both when missing and is quick when already set up.
+bash tests/spark/setup.sh >/dev/null
+
 cargo test --all-targets --locked

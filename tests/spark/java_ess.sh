@@ -71,7 +71,10 @@ case "$CMD" in
     SETUP_OUT="$("$HERE/setup.sh")"
     SPARK_HOME="$(sed -n 's/^SPARK_HOME=//p' <<<"$SETUP_OUT")"
     JAVA="$(sed -n 's/^JAVA=//p' <<<"$SETUP_OUT")"
-    mkdir -p "$DIR/conf" "$LOCALDIR"
+    # Its own java.io.tmpdir: leveldbjni extracts a native library there on every start and a
+    # killed JVM never deletes it.
+    rm -rf "$DIR/tmp"
+    mkdir -p "$DIR/conf" "$DIR/tmp" "$LOCALDIR"
     LOCALDIR="$(cd "$LOCALDIR" && pwd)"
     {
       echo "spark.shuffle.service.enabled true"
@@ -87,6 +90,7 @@ case "$CMD" in
     # setsid: its own session, so the caller's Ctrl-C or process-group kill does not reach it.
     SPARK_HOME="$SPARK_HOME" SPARK_CONF_DIR="$DIR/conf" JAVA_HOME="$(dirname "$(dirname "$(readlink -f "$JAVA")")")" \
       SPARK_DAEMON_MEMORY="${SPARK_DAEMON_MEMORY:-512m}" SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}" \
+      SPARK_DAEMON_JAVA_OPTS="${SPARK_DAEMON_JAVA_OPTS:-} -Djava.io.tmpdir=$DIR/tmp" \
       setsid "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.ExternalShuffleService \
       </dev/null >>"$LOG" 2>&1 &
     launcher=$!

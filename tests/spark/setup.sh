@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares everything the real-PySpark end-to-end tests need, idempotently:
-#   * Java >= 17 (installs Debian's openjdk-17-jre-headless with apt-get only if java is missing),
+#   * Java >= 17, preferably 17 (installs Debian's openjdk-17-jre-headless with apt-get, after
+#     apt-get update, only when no Java 17 or newer is on the machine),
 #   * a venv with pyspark==3.5.7 at ${KESS_SPARK_VENV:-<repo>/target/spark-venv},
 #   * a SPARK_HOME-style folder at ${KESS_SPARK_HOME:-<repo>/target/spark-home} with symlinks to the
 #     pip package's bin, sbin, jars and python, plus a real work/ dir (executor logs go there
@@ -38,16 +39,29 @@ java_major() {
   esac
 }
 
-JAVA_BIN=""
-if [ -n "${JAVA_HOME:-}" ] && [ -x "$JAVA_HOME/bin/java" ]; then
-  JAVA_BIN="$JAVA_HOME/bin/java"
-elif command -v java >/dev/null 2>&1; then
-  JAVA_BIN="$(command -v java)"
-fi
-if [ -z "$JAVA_BIN" ]; then
-  log "java not found; installing openjdk-17-jre-headless"
+# Spark 3.5 is built for Java 8/11/17; prefer 17, accept newer. Candidates: $JAVA_HOME, java on
+# PATH, then /usr/lib/jvm/*.
+find_java() {
+  local c best="" best_major=0 m
+  for c in ${JAVA_HOME:+"$JAVA_HOME/bin/java"} "$(command -v java 2>/dev/null || true)" /usr/lib/jvm/*/bin/java; do
+    [ -n "$c" ] && [ -x "$c" ] || continue
+    m="$(java_major "$c")"
+    case "$m" in '' | *[!0-9]*) m=0 ;; esac
+    if [ "$m" -eq 17 ]; then echo "$c"; return 0; fi
+    if [ "$m" -gt 17 ] && [ -z "$best" ]; then best="$c"; best_major="$m"; fi
+  done
+  if [ -n "$best" ]; then
+    log "no Java 17 found; using Java $best_major at $best"
+    echo "$best"
+    return 0
+  fi
+  return 1
+}
+
+if ! JAVA_BIN="$(find_java)"; then
+  log "no Java 17 or newer found; installing openjdk-17-jre-headless"
   if ! command -v apt-get >/dev/null 2>&1; then
-    log "no apt-get here; install Java 17 or newer and retry"
+    log "no apt-get here; install Java 17 and retry (or set JAVA_HOME)"
     exit 1
   fi
   SUDO=""
@@ -55,16 +69,7 @@ if [ -z "$JAVA_BIN" ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq </dev/null >&2
   $SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless </dev/null >&2
-  JAVA_BIN="$(command -v java || true)"
-  if [ -z "$JAVA_BIN" ]; then
-    JAVA_BIN="$(ls /usr/lib/jvm/*17*/bin/java 2>/dev/null | head -n1 || true)"
-  fi
-  [ -n "$JAVA_BIN" ] || { log "java still missing after installing openjdk-17-jre-headless"; exit 1; }
-fi
-MAJOR="$(java_major "$JAVA_BIN")"
-if [ "$MAJOR" -lt 17 ]; then
-  log "$JAVA_BIN is Java $MAJOR; Spark $PYSPARK_VERSION here needs Java 17 or newer (set JAVA_HOME)"
-  exit 1
+  JAVA_BIN="$(find_java)" || { log "still no Java 17 after installing openjdk-17-jre-headless"; exit 1; }
 fi
 
 # ---- venv with pyspark --------------------------------------------------------------------
