@@ -306,44 +306,22 @@ async fn bad_input_gets_the_exact_status() {
     push_output(&mut client, APP, "1", 0, 1, &output(1)[..3])
         .await
         .unwrap();
-    let fetch = |app: &str, shuffle: u32, map: u64, start: u32, end: u32| FetchBlocksRequest {
-        app_id: app.into(),
-        blocks: vec![BlockRange {
-            shuffle_id: shuffle,
-            map_id: map,
-            start_partition: start,
-            end_partition: end,
-        }],
-        max_chunk_bytes: 0,
-    };
+    let fetch = fetch_request;
 
-    // Unknown ids.
+    // Unknown ids, then partition ranges out of bounds or empty.
     let mut c = client.clone();
-    assert_eq!(
-        code(c.fetch_blocks(fetch("app-unknown", 0, 1, 0, 1)).await),
-        Code::NotFound
-    );
-    assert_eq!(
-        code(c.fetch_blocks(fetch(APP, 9, 1, 0, 1)).await),
-        Code::NotFound
-    );
-    assert_eq!(
-        code(c.fetch_blocks(fetch(APP, 0, 99, 0, 1)).await),
-        Code::NotFound
-    );
-    // Partition ranges.
-    assert_eq!(
-        code(c.fetch_blocks(fetch(APP, 0, 1, 0, 4)).await),
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        code(c.fetch_blocks(fetch(APP, 0, 1, 2, 2)).await),
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        code(c.fetch_blocks(fetch(APP, 0, 1, 3, 1)).await),
-        Code::InvalidArgument
-    );
+    let cases = [
+        (fetch("app-unknown", 0, 1, 0, 1), Code::NotFound),
+        (fetch(APP, 9, 1, 0, 1), Code::NotFound),
+        (fetch(APP, 0, 99, 0, 1), Code::NotFound),
+        (fetch(APP, 0, 1, 0, 4), Code::InvalidArgument),
+        (fetch(APP, 0, 1, 2, 2), Code::InvalidArgument),
+        (fetch(APP, 0, 1, 3, 1), Code::InvalidArgument),
+    ];
+    for (request, expected) in cases {
+        let what = format!("{request:?}");
+        assert_eq!(code(c.fetch_blocks(request).await), expected, "{what}");
+    }
     let no_blocks = FetchBlocksRequest {
         app_id: APP.into(),
         blocks: vec![],

@@ -271,6 +271,26 @@ pub async fn push_output(
         .map(|r| r.into_inner())
 }
 
+/// A fetch of partitions [start, end) of one map output.
+pub fn fetch_request(
+    app: &str,
+    shuffle: u32,
+    map: u64,
+    start: u32,
+    end: u32,
+) -> FetchBlocksRequest {
+    FetchBlocksRequest {
+        app_id: app.into(),
+        blocks: vec![BlockRange {
+            shuffle_id: shuffle,
+            map_id: map,
+            start_partition: start,
+            end_partition: end,
+        }],
+        max_chunk_bytes: 0,
+    }
+}
+
 /// Fetches partitions [start, end) of one output and reassembles them, checking every CRC.
 pub async fn fetch_partitions(
     client: &mut ShuffleServiceClient<Channel>,
@@ -281,16 +301,7 @@ pub async fn fetch_partitions(
     end: u32,
 ) -> Result<Vec<Vec<u8>>, tonic::Status> {
     let mut stream = client
-        .fetch_blocks(FetchBlocksRequest {
-            app_id: app.into(),
-            blocks: vec![BlockRange {
-                shuffle_id: shuffle,
-                map_id: map,
-                start_partition: start,
-                end_partition: end,
-            }],
-            max_chunk_bytes: 0,
-        })
+        .fetch_blocks(fetch_request(app, shuffle, map, start, end))
         .await?
         .into_inner();
     let mut parts: Vec<Vec<u8>> = vec![Vec::new(); (end - start) as usize];
