@@ -25,6 +25,9 @@ pub enum Command {
     RemoveApp(RemoveAppArgs),
     /// Measure fetch throughput against a raw-TCP reference on this machine.
     Bench(crate::bench::BenchArgs),
+    /// Benchmark kess against Spark's Java shuffle service on the same files (`benches/ess.sh`
+    /// starts the Java service and runs this).
+    BenchEss(crate::bench::ess::EssBenchArgs),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -63,6 +63,7 @@ async fn run(command: Command) -> Result<(), BoxError> {
             Ok(())
         }
         Command::Bench(args) => kess::bench::run(args).await,
+        Command::BenchEss(args) => kess::bench::ess::run(args).await,
     }
 }
 

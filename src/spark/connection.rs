@@ -22,7 +22,7 @@ use super::sasl::{DigestMd5Server, SaslNonce};
 use crate::ids::{AppId, ExecutorId};
 use crate::metrics;
 use crate::registry::SparkExecutorInfo;
-use crate::store::Store;
+use crate::store::{FileSegment, Store};
 
 /// What the Spark listener is configured with, shared by every connection.
 pub struct SparkContext {
@@ -54,10 +54,10 @@ impl SparkContext {
 /// One reply, in the order it must be written.
 pub enum Reply {
     Frame(SparkFrame),
-    /// A frame header followed by a body written straight from a memory map.
+    /// A frame header followed by a body sent straight from the file it lives in.
     WithBody {
         header: BytesMut,
-        body: Bytes,
+        body: FileSegment,
     },
 }
 
@@ -151,7 +151,7 @@ impl SparkConnection {
                         match frame::encode_chunk_fetch_success_header(
                             &mut header,
                             stream_chunk_id,
-                            body.len() as u64,
+                            body.len(),
                         ) {
                             Ok(()) => Reply::WithBody { header, body },
                             Err(e) => {
@@ -172,7 +172,7 @@ impl SparkConnection {
                         match frame::encode_stream_response_header(
                             &mut header,
                             &stream_id,
-                            body.len() as u64,
+                            body.len(),
                         ) {
                             Ok(()) => Reply::WithBody { header, body },
                             Err(e) => stream_failure(stream_id, e.to_string()),
@@ -441,7 +441,7 @@ impl SparkConnection {
     }
 
     /// Serves the next chunk of a stream; chunks must be asked for in order, as in Spark.
-    fn next_chunk(&mut self, id: StreamChunkId) -> Result<Bytes, String> {
+    fn next_chunk(&mut self, id: StreamChunkId) -> Result<FileSegment, String> {
         let stream = self.streams.get_mut(&id.stream_id).ok_or_else(|| {
             format!(
                 "Requested chunk not available since streamId {} is closed",
@@ -474,7 +474,7 @@ impl SparkConnection {
         let served = self.read_chunk(&app, chunk);
         match &served {
             Ok(body) => {
-                metrics::bytes_served(metrics::SPARK, body.len() as u64);
+                metrics::bytes_served(metrics::SPARK, body.len());
                 metrics::block_served(metrics::SPARK);
             }
             Err(e) => {
@@ -485,7 +485,7 @@ impl SparkConnection {
         served
     }
 
-    fn read_chunk(&self, app: &str, chunk: Chunk) -> Result<Bytes, String> {
+    fn read_chunk(&self, app: &str, chunk: Chunk) -> Result<FileSegment, String> {
         match chunk {
             Chunk::ShuffleRange {
                 exec,
@@ -530,7 +530,7 @@ impl SparkConnection {
             let sums = std::fs::read(path).ok()?;
             let at = usize::try_from(m.reduce_id).ok()? * 8;
             let stored = i64::from_be_bytes(sums.get(at..at + 8)?.try_into().ok()?);
-            let data = self
+            let segment = self
                 .ctx
                 .store
                 .read_spark_range(
@@ -541,6 +541,8 @@ impl SparkConnection {
                     m.reduce_id.checked_add(1)?,
                 )
                 .ok()?;
+            let mut data = Vec::new();
+            segment.read_into(&mut data).ok()?;
             let actual = i64::from(match algorithm {
                 "CRC32" => crc32fast::hash(&data),
                 _ => adler32(&data),

@@ -1,13 +1,17 @@
 //! The Spark shuffle-service listener (port 7337): accepts connections up to a limit, decodes
 //! frames with `SparkFrameCodec` (a whole frame before parsing, bounded size), and writes each
-//! request's replies in order, block bodies straight from memory maps. A malformed frame closes
-//! that connection only.
+//! request's replies in order. Block bodies go from the page cache to the socket with
+//! `sendfile(2)`; small ones are copied into the write buffer instead, so pipelined tiny blocks
+//! leave in a few large writes rather than one syscall each. A malformed frame closes that
+//! connection only.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use std::os::fd::AsFd;
+
+use tokio::io::{AsyncWriteExt, BufWriter, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::codec::FramedRead;
@@ -15,6 +19,10 @@ use tokio_util::codec::FramedRead;
 use super::connection::{Reply, SparkConnection, SparkContext};
 use super::frame::SparkFrameCodec;
 use crate::metrics;
+use crate::store::FileSegment;
+
+/// Bodies up to this size are copied into the write buffer; larger ones are sent with sendfile.
+const INLINE_BODY_MAX: u64 = 16 << 10;
 
 #[derive(Debug, Clone)]
 pub struct SparkListenerConfig {
@@ -85,6 +93,7 @@ async fn handle(
     let mut frames = FramedRead::new(read, codec);
     let mut out = BufWriter::with_capacity(64 << 10, write);
     let mut conn = SparkConnection::new(ctx, peer.clone());
+    let mut scratch = Vec::with_capacity(INLINE_BODY_MAX as usize + 64);
     loop {
         let draining = *shutdown.borrow();
         if draining && !conn.has_open_streams() {
@@ -119,9 +128,22 @@ async fn handle(
                     out.write_all(&buf).await?;
                 }
                 Reply::WithBody { header, body } => {
-                    out.write_all(&header).await?;
-                    // Large bodies bypass the buffer: written from the map to the socket.
-                    out.write_all(&body).await?;
+                    if body.len() <= INLINE_BODY_MAX {
+                        scratch.clear();
+                        scratch.extend_from_slice(&header);
+                        // The header is not written yet, so a failed read can still be refused
+                        // cleanly: close the connection, Spark retries the fetch.
+                        if let Err(e) = body.read_into(&mut scratch) {
+                            tracing::warn!(%peer, error = %e, "could not read a block; closing");
+                            metrics::error(metrics::SPARK, "read_failure");
+                            return Ok(());
+                        }
+                        out.write_all(&scratch).await?;
+                    } else {
+                        out.write_all(&header).await?;
+                        out.flush().await?;
+                        send_file(out.get_ref().as_ref(), &body).await?;
+                    }
                 }
             }
         }
@@ -135,4 +157,28 @@ async fn handle(
     }
     out.flush().await?;
     out.shutdown().await
+}
+
+/// Sends a file segment to the socket with sendfile(2), waiting for writability as needed. A
+/// file that became shorter than its segment ends the connection (the frame cannot be finished).
+async fn send_file(socket: &TcpStream, body: &FileSegment) -> std::io::Result<()> {
+    let end = body.offset() + body.len();
+    let mut offset = body.offset() as i64;
+    while (offset as u64) < end {
+        let count = (end - offset as u64).min(1 << 30) as usize;
+        let sent = socket
+            .async_io(Interest::WRITABLE, || {
+                nix::sys::sendfile::sendfile(socket.as_fd(), body.fd(), Some(&mut offset), count)
+                    .map_err(std::io::Error::from)
+            })
+            .await?;
+        if sent == 0 {
+            metrics::error(metrics::SPARK, "read_failure");
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "file shorter than its index says",
+            ));
+        }
+    }
+    Ok(())
 }

@@ -12,6 +12,7 @@ mod push;
 mod read;
 mod recover;
 mod spark_files;
+pub use spark_files::FileSegment;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -167,6 +168,8 @@ pub struct Store {
     state: Mutex<State>,
     index_cache: BoundedCache<Arc<StoredIndex>>,
     map_cache: BoundedCache<Bytes>,
+    /// Open data files of Spark executors, served with sendfile.
+    file_cache: BoundedCache<Arc<spark_files::OpenFile>>,
 }
 
 impl Store {
@@ -185,6 +188,7 @@ impl Store {
                 i.index.retained_bytes() + i.crc32s.len() * 4
             }),
             map_cache: BoundedCache::new("map", config.max_mapped_files, |_| 1),
+            file_cache: BoundedCache::new("file", config.max_mapped_files, |_| 1),
             layout,
             config,
             journal,
@@ -376,7 +380,7 @@ impl Store {
         // were checked against the allowed roots at registration.
         for dir in &spark_dirs {
             self.index_cache.invalidate_under(dir);
-            self.map_cache.invalidate_under(dir);
+            self.file_cache.invalidate_under(dir);
             match fs::remove_dir_all(dir) {
                 Ok(()) => {
                     tracing::info!(app = %app, dir = %dir.display(), "deleted Spark executor dir")

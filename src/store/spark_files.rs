@@ -1,15 +1,57 @@
 //! The read core for files Spark executors wrote into their own dirs: the hash rule finds the
-//! index and data files, the index cache and map cache (shared with kess's own outputs) turn a
-//! partition range into a slice of a memory map.
+//! index and data files, the index cache (shared with kess's own outputs) and a cache of open
+//! data files turn a partition range into a [`FileSegment`] that the Spark listener sends with
+//! `sendfile(2)`: the bytes go from the page cache to the socket without entering kess's memory,
+//! so kess's resident memory does not grow with the bytes it serves.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::index::ShuffleIndex;
-use super::read::map_file;
 use super::{Store, StoredIndex};
+
+/// An open data file and its length when it was opened.
+pub struct OpenFile {
+    file: File,
+    len: u64,
+}
+
+/// `len` bytes at `offset` of an open file: one block (or batch of blocks) to send.
+#[derive(Clone)]
+pub struct FileSegment {
+    file: Arc<OpenFile>,
+    offset: u64,
+    len: u64,
+}
+
+impl FileSegment {
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.file.as_fd()
+    }
+
+    /// Reads the segment into `dst` (used for small blocks, which are cheaper to copy into the
+    /// write buffer with their neighbours than to send one syscall each, and for checksums).
+    pub fn read_into(&self, dst: &mut Vec<u8>) -> std::io::Result<()> {
+        let start = dst.len();
+        dst.resize(start + self.len as usize, 0);
+        self.file.file.read_exact_at(&mut dst[start..], self.offset)
+    }
+}
 use crate::registry::SparkExecutorInfo;
 use crate::spark::hash;
 
@@ -45,7 +87,7 @@ impl Store {
     }
 
     /// Reduce partitions `[start, end)` of map output `shuffle_<shuffle>_<map>_0`, as one
-    /// contiguous slice (a batch is one segment, as Spark serves it).
+    /// contiguous segment (a batch is one segment, as Spark serves it).
     pub fn read_spark_range(
         &self,
         info: &SparkExecutorInfo,
@@ -53,7 +95,7 @@ impl Store {
         map: i64,
         start: i32,
         end: i32,
-    ) -> Result<Bytes, SparkFileError> {
+    ) -> Result<FileSegment, SparkFileError> {
         let index_path =
             self.spark_file_path(info, &hash::shuffle_index_file_name(shuffle, map))?;
         let stored = self.index_cache.get_or_load(&index_path, || {
@@ -81,20 +123,23 @@ impl Store {
         };
         let (from, to) = stored.index.range(s, e).ok_or_else(out_of_range)?;
         let data_path = self.spark_file_path(info, &hash::shuffle_data_file_name(shuffle, map))?;
-        let data = self.map_spark_file(&data_path)?;
-        if (data.len() as u64) < to {
-            // The index is newer than our mapping (a map task re-ran): map again once.
-            self.map_cache.invalidate(&data_path);
-            let data = self.map_spark_file(&data_path)?;
-            if (data.len() as u64) < to {
+        let mut data = self.open_spark_file(&data_path)?;
+        if data.len < to {
+            // The index is newer than the file we opened (a map task re-ran): open it again once.
+            self.file_cache.invalidate(&data_path);
+            data = self.open_spark_file(&data_path)?;
+            if data.len < to {
                 return Err(SparkFileError::Damaged {
                     path: data_path,
-                    reason: format!("{} bytes, the index needs {to}", data.len()),
+                    reason: format!("{} bytes, the index needs {to}", data.len),
                 });
             }
-            return Ok(data.slice(from as usize..to as usize));
         }
-        Ok(data.slice(from as usize..to as usize))
+        Ok(FileSegment {
+            file: data,
+            offset: from,
+            len: to - from,
+        })
     }
 
     /// A whole file (an RDD block); `Ok(None)` when it does not exist.
@@ -102,26 +147,36 @@ impl Store {
         &self,
         info: &SparkExecutorInfo,
         name: &str,
-    ) -> Result<Option<Bytes>, SparkFileError> {
+    ) -> Result<Option<FileSegment>, SparkFileError> {
         let path = self.spark_file_path(info, name)?;
         if !path.exists() {
             return Ok(None);
         }
-        self.map_spark_file(&path).map(Some)
+        let file = self.open_spark_file(&path)?;
+        Ok(Some(FileSegment {
+            len: file.len,
+            file,
+            offset: 0,
+        }))
     }
 
     /// Drops cached state of a file that was deleted or replaced.
-    pub fn forget_file(&self, path: &std::path::Path) {
+    pub fn forget_file(&self, path: &Path) {
         self.index_cache.invalidate(path);
-        self.map_cache.invalidate(path);
+        self.file_cache.invalidate(path);
     }
 
-    fn map_spark_file(&self, path: &std::path::Path) -> Result<Bytes, SparkFileError> {
-        self.map_cache
-            .get_or_load(path, || map_file(path))
-            .map_err(|e| SparkFileError::Open {
+    fn open_spark_file(&self, path: &Path) -> Result<Arc<OpenFile>, SparkFileError> {
+        self.file_cache.get_or_load(path, || {
+            let open = || -> std::io::Result<OpenFile> {
+                let file = File::open(path)?;
+                let len = file.metadata()?.len();
+                Ok(OpenFile { file, len })
+            };
+            open().map(Arc::new).map_err(|e| SparkFileError::Open {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })
+        })
     }
 }

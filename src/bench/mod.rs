@@ -21,6 +21,12 @@ use crate::proto::{
     BlockRange, FetchBlocksRequest, PartitionData, PushCommit, PushHeader, PushMapOutputRequest,
 };
 
+pub mod ess;
+mod proc_stats;
+mod sendfile;
+mod spark_client;
+mod spark_shuffle;
+
 const APP: &str = "kess-bench";
 /// Partitions per map output; block size × this = one map output.
 const PARTITIONS_PER_MAP: u32 = 16;

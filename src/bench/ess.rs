@@ -1,0 +1,603 @@
+//! `kess bench-ess`: kess against Spark's own Java shuffle service, side by side, on the same
+//! files with the same client, plus the machine's limit (sendfile over loopback) and kess's gRPC
+//! path for the same blocks. Each server runs as its own process so its CPU time and peak RSS
+//! can be read from `/proc`. Prints a table and one `bench ess …` line per figure.
+//!
+//! The Java service is started by the caller (`benches/ess.sh` does it) and named with
+//! `--java-addr` and `--java-pid`; without them only kess and the references are measured.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytesize::ByteSize;
+use clap::Args;
+use tonic::transport::Channel;
+
+use super::proc_stats::{self, ProcessStats};
+use super::spark_client::SparkClient;
+use super::spark_shuffle::{ShuffleShape, SparkShuffle};
+use crate::daemon::BoxError;
+use crate::proto::push_map_output_request::Item;
+use crate::proto::shuffle_service_client::ShuffleServiceClient;
+use crate::proto::{
+    BlockRange, FetchBlocksRequest, PartitionData, PushCommit, PushHeader, PushMapOutputRequest,
+};
+
+const APP: &str = "app-20261121000000-0000";
+
+#[derive(Debug, Clone, Args)]
+pub struct EssBenchArgs {
+    /// Size of the uniform and skewed shuffles (200 maps × 200 partitions).
+    #[arg(long, default_value = "2GiB")]
+    pub total_bytes: ByteSize,
+    /// Size of the tiny-blocks shuffle (400 maps × 400 partitions).
+    #[arg(long, default_value = "48MiB")]
+    pub tiny_total_bytes: ByteSize,
+    /// Shuffle shapes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "uniform,skewed,tiny")]
+    pub shapes: Vec<ShuffleShape>,
+    /// Concurrent fetch requests (each on its own connection, as from separate reducers).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64,256")]
+    pub concurrency: Vec<usize>,
+    /// Executors the map outputs are spread over (one FetchShuffleBlocks per executor and reducer).
+    #[arg(long, default_value_t = 4)]
+    pub executors: usize,
+    /// Spark's Java External Shuffle Service, already running.
+    #[arg(long, requires = "java_pid")]
+    pub java_addr: Option<SocketAddr>,
+    /// Its process id (for CPU time and peak RSS).
+    #[arg(long, requires = "java_addr")]
+    pub java_pid: Option<u32>,
+    /// Skip kess's gRPC path (it needs a copy of the shuffle pushed into kess).
+    #[arg(long)]
+    pub no_grpc: bool,
+    /// Where the shuffle files and kess's data go (a temporary directory under it).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    pub work_dir: PathBuf,
+}
+
+/// One fetch request: reduce partition `reduce` from every map output of `executor`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FetchRequest {
+    pub executor: usize,
+    pub reduce: i32,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+struct RunResult {
+    bytes: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    server: Option<ProcessStats>,
+}
+
+impl RunResult {
+    fn gbps(&self) -> f64 {
+        self.bytes as f64 / self.elapsed.as_secs_f64() / 1e9
+    }
+
+    fn percentile_ms(&self, q: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies.len() - 1) as f64 * q).round() as usize;
+        self.latencies[i].as_secs_f64() * 1e3
+    }
+
+    fn cpu_per_gb(&self) -> Option<f64> {
+        self.server
+            .map(|s| s.cpu_seconds / (self.bytes as f64 / 1e9))
+    }
+}
+
+pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
+    let work = tempfile::Builder::new()
+        .prefix("kess-bench-ess-")
+        .tempdir_in(&args.work_dir)?;
+    let kess = KessProcess::spawn(work.path())?;
+    kess.wait_ready().await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = proc_stats::read(kess.pid())?;
+    println!(
+        "kess bench-ess: {} cores, kess pid {}{}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        kess.pid(),
+        match (args.java_addr, args.java_pid) {
+            (Some(a), Some(p)) => format!(", Java ESS {a} pid {p}"),
+            _ => ", no Java ESS (kess and references only)".into(),
+        }
+    );
+    println!(
+        "bench ess idle server=kess rss_bytes={} rss_anon_bytes={}",
+        idle.peak_rss_bytes, idle.rss_anon_bytes
+    );
+    let grpc = if args.no_grpc {
+        None
+    } else {
+        Some(connect_grpc(kess.grpc_addr).await?)
+    };
+    println!(
+        "{:>8} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "shape", "conc", "path", "GB/s", "p50 ms", "p99 ms", "cpu s/GB", "peak MB"
+    );
+    for (n, &shape) in args.shapes.iter().enumerate() {
+        let total = match shape {
+            ShuffleShape::Tiny => args.tiny_total_bytes,
+            _ => args.total_bytes,
+        };
+        let root = work.path().join(format!("shuffle-{}", shape.name()));
+        let shuffle = Arc::new(SparkShuffle::generate(
+            &root,
+            shape,
+            total.as_u64(),
+            args.executors.max(1),
+        )?);
+        // Each shape is its own application, registered with both services.
+        let app = format!("{APP}{n}");
+        register(kess.spark_addr, &app, &shuffle).await?;
+        if let Some(addr) = args.java_addr {
+            register(addr, &app, &shuffle).await?;
+        }
+        if let Some(grpc) = &grpc {
+            push_to_kess(grpc, &app, &shuffle).await?;
+        }
+        let requests: Arc<Vec<FetchRequest>> = Arc::new(
+            (0..shuffle.partitions)
+                .flat_map(|reduce| {
+                    (0..shuffle.executors()).map(move |executor| FetchRequest { executor, reduce })
+                })
+                .collect(),
+        );
+        let sendfile = Arc::new(super::sendfile::SendfileSource::open(&shuffle)?);
+        // Warm-up (JIT, caches), not measured.
+        let warm = Arc::new(requests[..requests.len() / 10].to_vec());
+        fetch_spark(kess.spark_addr, &app, &shuffle, &warm, 8, None).await?;
+        if let Some(addr) = args.java_addr {
+            fetch_spark(addr, &app, &shuffle, &warm, 8, None).await?;
+        }
+        for &concurrency in &args.concurrency {
+            let concurrency = concurrency.max(1);
+            let label = |path: &str, r: &RunResult| {
+                print_figure(shape, concurrency, path, &shuffle, r);
+            };
+            let kess_spark = fetch_spark(
+                kess.spark_addr,
+                &app,
+                &shuffle,
+                &requests,
+                concurrency,
+                Some(kess.pid()),
+            )
+            .await?;
+            label("kess-spark", &kess_spark);
+            let java = match (args.java_addr, args.java_pid) {
+                (Some(addr), Some(pid)) => {
+                    let r = fetch_spark(addr, &app, &shuffle, &requests, concurrency, Some(pid))
+                        .await?;
+                    label("java-spark", &r);
+                    Some(r)
+                }
+                _ => None,
+            };
+            let limit = super::sendfile::run(Arc::clone(&sendfile), &requests, concurrency)?;
+            let limit = RunResult {
+                bytes: limit.bytes,
+                elapsed: limit.elapsed,
+                latencies: limit.latencies,
+                server: None,
+            };
+            label("sendfile", &limit);
+            let kess_grpc = match &grpc {
+                Some(grpc) => {
+                    let r = fetch_grpc(grpc, &app, &shuffle, &requests, concurrency, kess.pid())
+                        .await?;
+                    label("kess-grpc", &r);
+                    Some(r)
+                }
+                None => None,
+            };
+            for r in [Some(&kess_spark), java.as_ref(), kess_grpc.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                if r.bytes != shuffle.total_bytes() || limit.bytes != shuffle.total_bytes() {
+                    return Err(format!(
+                        "{} {concurrency}: moved {} / {} bytes, the shuffle has {}",
+                        shape.name(),
+                        r.bytes,
+                        limit.bytes,
+                        shuffle.total_bytes()
+                    )
+                    .into());
+                }
+            }
+            print_ratios(
+                shape,
+                concurrency,
+                &kess_spark,
+                java.as_ref(),
+                &limit,
+                kess_grpc.as_ref(),
+            );
+        }
+    }
+    kess.stop();
+    Ok(())
+}
+
+fn print_figure(
+    shape: ShuffleShape,
+    concurrency: usize,
+    path: &str,
+    shuffle: &SparkShuffle,
+    r: &RunResult,
+) {
+    let cpu = r.cpu_per_gb().map_or("-".into(), |c| format!("{c:.2}"));
+    let peak = r
+        .server
+        .map_or("-".into(), |s| format!("{}", s.peak_rss_bytes >> 20));
+    println!(
+        "{:>8} {:>5} {:>10} {:>9.3} {:>9.2} {:>9.2} {:>9} {:>9}",
+        shape.name(),
+        concurrency,
+        path,
+        r.gbps(),
+        r.percentile_ms(0.5),
+        r.percentile_ms(0.99),
+        cpu,
+        peak
+    );
+    println!(
+        "bench ess shape={} concurrency={concurrency} path={path} bytes={} blocks={} gbps={:.3} p50_ms={:.3} p99_ms={:.3} cpu_s_per_gb={cpu} peak_rss_bytes={}",
+        shape.name(),
+        r.bytes,
+        shuffle.total_blocks(),
+        r.gbps(),
+        r.percentile_ms(0.5),
+        r.percentile_ms(0.99),
+        r.server.map_or(0, |s| s.peak_rss_bytes),
+    );
+}
+
+fn print_ratios(
+    shape: ShuffleShape,
+    concurrency: usize,
+    kess: &RunResult,
+    java: Option<&RunResult>,
+    limit: &RunResult,
+    grpc: Option<&RunResult>,
+) {
+    let shape = shape.name();
+    if let Some(java) = java {
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.3}", a / b),
+            _ => "-".into(),
+        };
+        println!(
+            "bench ess-ratio shape={shape} concurrency={concurrency} kess/java throughput={:.3} cpu_per_gb={} peak_rss={} p99={:.3}",
+            kess.gbps() / java.gbps(),
+            ratio(kess.cpu_per_gb(), java.cpu_per_gb()),
+            ratio(
+                kess.server.map(|s| s.peak_rss_bytes as f64),
+                java.server.map(|s| s.peak_rss_bytes as f64)
+            ),
+            kess.percentile_ms(0.99) / java.percentile_ms(0.99).max(1e-9),
+        );
+    }
+    println!(
+        "bench ess-ratio shape={shape} concurrency={concurrency} kess-spark/sendfile throughput={:.3}",
+        kess.gbps() / limit.gbps()
+    );
+    if let Some(grpc) = grpc {
+        println!(
+            "bench ess-ratio shape={shape} concurrency={concurrency} kess-grpc/sendfile throughput={:.3}",
+            grpc.gbps() / limit.gbps()
+        );
+    }
+}
+
+/// Registers every executor of `shuffle` with the service at `addr`.
+async fn register(addr: SocketAddr, app: &str, shuffle: &SparkShuffle) -> Result<(), BoxError> {
+    let mut client = SparkClient::connect(addr).await?;
+    for (e, dir) in shuffle.executor_dirs.iter().enumerate() {
+        client
+            .register(
+                app,
+                &SparkShuffle::exec_id(e),
+                vec![dir.to_string_lossy().into_owned()],
+            )
+            .await
+            .map_err(|err| format!("registering executor {e} with {addr}: {err}"))?;
+    }
+    Ok(())
+}
+
+/// Runs `requests` against a Spark shuffle service with `concurrency` connections, each with
+/// one request in flight; `pid` is the server process to account.
+async fn fetch_spark(
+    addr: SocketAddr,
+    app: &str,
+    shuffle: &Arc<SparkShuffle>,
+    requests: &Arc<Vec<FetchRequest>>,
+    concurrency: usize,
+    pid: Option<u32>,
+) -> Result<RunResult, BoxError> {
+    let mut clients = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        clients.push(SparkClient::connect(addr).await?);
+    }
+    let measure = Measure::start(pid);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut client in clients {
+        let (next, requests, shuffle, app) = (
+            Arc::clone(&next),
+            Arc::clone(requests),
+            Arc::clone(shuffle),
+            app.to_string(),
+        );
+        tasks.spawn(async move {
+            let mut bytes = 0u64;
+            let mut latencies = Vec::new();
+            while let Some(r) = requests.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let started = Instant::now();
+                bytes += client
+                    .fetch_blocks(
+                        &app,
+                        &SparkShuffle::exec_id(r.executor),
+                        shuffle.shuffle_id,
+                        &shuffle.maps_of(r.executor),
+                        r.reduce,
+                    )
+                    .await?;
+                latencies.push(started.elapsed());
+            }
+            Ok::<_, BoxError>((bytes, latencies))
+        });
+    }
+    measure.finish(tasks).await
+}
+
+/// kess's gRPC path for the same requests: `concurrency` FetchBlocks streams in flight over at
+/// most 8 HTTP/2 connections.
+async fn fetch_grpc(
+    channels: &[ShuffleServiceClient<Channel>],
+    app: &str,
+    shuffle: &Arc<SparkShuffle>,
+    requests: &Arc<Vec<FetchRequest>>,
+    concurrency: usize,
+    pid: u32,
+) -> Result<RunResult, BoxError> {
+    let measure = Measure::start(Some(pid));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..concurrency {
+        let mut client = channels[i % channels.len()].clone();
+        let (next, requests, shuffle, app) = (
+            Arc::clone(&next),
+            Arc::clone(requests),
+            Arc::clone(shuffle),
+            app.to_string(),
+        );
+        tasks.spawn(async move {
+            let mut bytes = 0u64;
+            let mut latencies = Vec::new();
+            while let Some(r) = requests.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let started = Instant::now();
+                let blocks = shuffle
+                    .maps_of(r.executor)
+                    .into_iter()
+                    .map(|map| BlockRange {
+                        shuffle_id: shuffle.shuffle_id as u32,
+                        map_id: map as u64,
+                        start_partition: r.reduce as u32,
+                        end_partition: r.reduce as u32 + 1,
+                    })
+                    .collect();
+                let mut stream = client
+                    .fetch_blocks(FetchBlocksRequest {
+                        app_id: app.clone(),
+                        blocks,
+                        max_chunk_bytes: 0,
+                    })
+                    .await?
+                    .into_inner();
+                while let Some(chunk) = stream.message().await? {
+                    bytes += chunk.data.len() as u64;
+                }
+                latencies.push(started.elapsed());
+            }
+            Ok::<_, BoxError>((bytes, latencies))
+        });
+    }
+    measure.finish(tasks).await
+}
+
+/// Wall time and the server's CPU and peak RSS around one run.
+struct Measure {
+    pid: Option<u32>,
+    before: Option<ProcessStats>,
+    started: Instant,
+}
+
+impl Measure {
+    fn start(pid: Option<u32>) -> Self {
+        let before = pid.and_then(|pid| {
+            proc_stats::reset_peak_rss(pid);
+            proc_stats::read(pid).ok()
+        });
+        Self {
+            pid,
+            before,
+            started: Instant::now(),
+        }
+    }
+
+    async fn finish(
+        self,
+        mut tasks: tokio::task::JoinSet<Result<(u64, Vec<Duration>), BoxError>>,
+    ) -> Result<RunResult, BoxError> {
+        let mut bytes = 0;
+        let mut latencies = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            let (b, l) = done??;
+            bytes += b;
+            latencies.extend(l);
+        }
+        let elapsed = self.started.elapsed();
+        latencies.sort_unstable();
+        let server = match (self.pid, self.before) {
+            (Some(pid), Some(before)) => {
+                let after = proc_stats::read(pid)?;
+                Some(ProcessStats {
+                    cpu_seconds: after.cpu_seconds - before.cpu_seconds,
+                    ..after
+                })
+            }
+            _ => None,
+        };
+        Ok(RunResult {
+            bytes,
+            elapsed,
+            latencies,
+            server,
+        })
+    }
+}
+
+async fn connect_grpc(addr: SocketAddr) -> Result<Vec<ShuffleServiceClient<Channel>>, BoxError> {
+    let mut out = Vec::new();
+    for _ in 0..8 {
+        let channel = Channel::from_shared(format!("http://{addr}"))?
+            .tcp_nodelay(true)
+            .initial_connection_window_size(16 << 20)
+            .initial_stream_window_size(8 << 20)
+            .connect()
+            .await?;
+        out.push(
+            ShuffleServiceClient::new(channel)
+                .max_decoding_message_size(16 << 20)
+                .max_encoding_message_size(16 << 20),
+        );
+    }
+    Ok(out)
+}
+
+/// Pushes a copy of every map output into kess over gRPC, partition by partition.
+async fn push_to_kess(
+    channels: &[ShuffleServiceClient<Channel>],
+    app: &str,
+    shuffle: &SparkShuffle,
+) -> Result<(), BoxError> {
+    for map in 0..shuffle.maps {
+        let data = bytes::Bytes::from(std::fs::read(shuffle.data_file(map)?)?);
+        let mut msgs = vec![PushMapOutputRequest {
+            item: Some(Item::Header(PushHeader {
+                app_id: app.into(),
+                executor_id: SparkShuffle::exec_id(map as usize % shuffle.executors()),
+                shuffle_id: shuffle.shuffle_id as u32,
+                map_id: map as u64,
+                attempt: 0,
+                num_partitions: shuffle.partitions as u32,
+            })),
+        }];
+        let mut at = 0usize;
+        for p in 0..shuffle.partitions {
+            let len = shuffle.block_size(map, p) as usize;
+            let mut piece = at;
+            while piece < at + len {
+                let end = (piece + (1 << 20)).min(at + len);
+                msgs.push(PushMapOutputRequest {
+                    item: Some(Item::Data(PartitionData {
+                        partition: p as u32,
+                        data: data.slice(piece..end),
+                    })),
+                });
+                piece = end;
+            }
+            at += len;
+        }
+        msgs.push(PushMapOutputRequest {
+            item: Some(Item::Commit(PushCommit::default())),
+        });
+        channels[map as usize % channels.len()]
+            .clone()
+            .push_map_output(tokio_stream::iter(msgs))
+            .await?;
+    }
+    Ok(())
+}
+
+/// A kess daemon in its own process (this binary), so its CPU and memory are its own.
+struct KessProcess {
+    child: Child,
+    spark_addr: SocketAddr,
+    grpc_addr: SocketAddr,
+}
+
+impl KessProcess {
+    fn spawn(work: &Path) -> Result<Self, BoxError> {
+        let spark_addr = free_addr()?;
+        let grpc_addr = free_addr()?;
+        let http_addr = free_addr()?;
+        let log = std::fs::File::create(work.join("kess.log"))?;
+        let child = Command::new(std::env::current_exe()?)
+            .arg("daemon")
+            .arg("--data-dir")
+            .arg(work.join("kess-data"))
+            .args(["--spark-addr", &spark_addr.to_string()])
+            .args(["--grpc-addr", &grpc_addr.to_string()])
+            .args(["--http-addr", &http_addr.to_string()])
+            .arg("--spark-allowed-roots")
+            .arg(work)
+            .args(["--min-free-bytes", "0"])
+            .env("KESS_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        Ok(Self {
+            child,
+            spark_addr,
+            grpc_addr,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn wait_ready(&self) -> Result<(), BoxError> {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(self.spark_addr)
+                .await
+                .is_ok()
+                && tokio::net::TcpStream::connect(self.grpc_addr).await.is_ok()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err("the kess daemon did not start within 10 s (see kess.log in the work dir)".into())
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for KessProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn free_addr() -> Result<SocketAddr, BoxError> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
