@@ -13,6 +13,11 @@
 //! `KESS_SPARK_E2E_SERVICE=java` runs the same tests against Spark's Java ESS instead of kess
 //! (started with `tests/spark/java_ess.sh`; the kess metrics checks are then left out), which is
 //! how this harness itself was validated. See `tests/spark/README.md`.
+//!
+//! The `spark_plugin_*` tests use no shuffle-service setting at all: the kess ShuffleDataIO plugin
+//! (`spark-plugin/`) registers the executors (on 127.0.0.1) with a kess that listens only on
+//! 127.0.0.2, the stand-in for a node IP that differs from every pod IP, so nothing can reach kess
+//! through the executors' own host.
 
 mod common;
 
@@ -40,6 +45,8 @@ struct SparkEnv {
     python: PathBuf,
     spark_home: PathBuf,
     java: PathBuf,
+    /// The kess Spark plugin (spark-plugin/), built by setup.sh against the venv's Spark jars.
+    plugin_jar: PathBuf,
 }
 
 fn repo() -> PathBuf {
@@ -73,6 +80,7 @@ fn spark_env() -> &'static SparkEnv {
             python: get("PYTHON"),
             spark_home: get("SPARK_HOME"),
             java: get("JAVA"),
+            plugin_jar: get("PLUGIN_JAR"),
         }
     })
 }
@@ -575,5 +583,100 @@ async fn spark_kess_restart_between_stages_keeps_registrations_and_output() {
     );
     // Only the restarted process's counters: what it served after the restart.
     assert_served(&service, &outcome, &["after_restart"]).await;
+    work.passed();
+}
+
+/// The "node IP" of the plugin tests: kess listens here, executors and driver run on 127.0.0.1.
+const NODE_IP: &str = "127.0.0.2";
+
+/// A port that is free on `NODE_IP`.
+fn free_node_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind((NODE_IP, 0)).expect("bind an ephemeral port on 127.0.0.2");
+    l.local_addr().expect("local addr")
+}
+
+/// The plugin's own arguments to jobs.py.
+fn plugin_args(env: &SparkEnv) -> Vec<String> {
+    vec![
+        "--plugin-jar".into(),
+        env.plugin_jar.to_string_lossy().into_owned(),
+        "--kess-host".into(),
+        NODE_IP.into(),
+    ]
+}
+
+/// Dynamic allocation releases every executor after a shuffle; the next job reuses that shuffle
+/// without recomputing it, fetched from kess at the node address the plugin advertised; dropping
+/// the shuffle then deletes its files through kess.
+#[tokio::test(flavor = "multi_thread")]
+async fn spark_plugin_serves_released_executors_output_without_host_network() {
+    let _serial = SPARK.lock().await;
+    let env = spark_env();
+    let work = WorkDir::new("plugin");
+    let spark = free_node_addr();
+    let service = Service::start(&work, spark, None).await;
+    let args = plugin_args(env);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let job = JobProcess::spawn("plugin", spark.port(), &work, &args);
+    let outcome = finish(job, NoHook).await;
+    // jobs.py checked: results, map stage skipped and not recomputed, registrations through the
+    // plugin only, shuffle files on disk after the executors left and gone after the drop.
+    assert_ok(&outcome, &service, &work);
+    assert_eq!(outcome.details()["map_stage_skipped"], Value::Bool(true));
+    assert_eq!(
+        outcome.details()["map_stage_recomputed"],
+        Value::Bool(false)
+    );
+    assert_served(&service, &outcome, &[]).await;
+    if let Service::Kess(daemon) = &service {
+        let page = daemon.metrics().await;
+        let registrations = metric(&page, "kess_spark_registrations_total");
+        assert!(
+            registrations >= 1.0,
+            "kess counted {registrations} Spark registrations; metrics:\n{page}"
+        );
+    }
+    // The driver's plugin logs how many files kess reported removed (its BlocksRemoved answer).
+    let driver_log = std::fs::read_to_string(&outcome.stderr).unwrap_or_default();
+    let removed: u64 = driver_log
+        .lines()
+        .filter_map(|l| l.split("kess shuffle plugin: removed ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        removed > 0,
+        "the driver's plugin logged no files removed through kess; driver stderr tail:\n{}",
+        tail(&outcome.stderr, 40)
+    );
+    work.passed();
+}
+
+/// With no kess at the configured address, map tasks fail with the plugin's message, which names
+/// the address and says what to check.
+#[tokio::test(flavor = "multi_thread")]
+async fn spark_plugin_wrong_kess_address_fails_with_clear_message() {
+    let _serial = SPARK.lock().await;
+    let env = spark_env();
+    let work = WorkDir::new("plugin_bad_address");
+    // Nothing listens here.
+    let nowhere = free_node_addr();
+    let args = plugin_args(env);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let job = JobProcess::spawn("plugin_bad_address", nowhere.port(), &work, &args);
+    let outcome = finish(job, NoHook).await;
+    assert!(
+        outcome.json["ok"].as_bool() == Some(true) && outcome.exit_ok,
+        "plugin_bad_address failed: {}\n\ndetails: {}\n\ndriver stderr tail:\n{}",
+        outcome.details()["error"],
+        serde_json::to_string_pretty(outcome.details()).unwrap_or_default(),
+        tail(&outcome.stderr, 60),
+    );
+    let message = outcome.details()["plugin_message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains(&format!("kess at {nowhere}")),
+        "the plugin's failure does not name {nowhere}: {message}"
+    );
     work.passed();
 }
