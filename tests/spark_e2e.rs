@@ -608,14 +608,17 @@ fn plugin_args(env: &SparkEnv) -> Vec<String> {
 /// Dynamic allocation releases every executor after a shuffle; the next job reuses that shuffle
 /// without recomputing it, fetched from kess at the node address the plugin advertised; dropping
 /// the shuffle then deletes its files through kess.
-#[tokio::test(flavor = "multi_thread")]
-async fn spark_plugin_serves_released_executors_output_without_host_network() {
+/// With `secret`, kess requires SASL and the application runs with spark.authenticate=true.
+async fn run_plugin(name: &str, secret: Option<&str>) {
     let _serial = SPARK.lock().await;
     let env = spark_env();
-    let work = WorkDir::new("plugin");
+    let work = WorkDir::new(name);
     let spark = free_node_addr();
-    let service = Service::start(&work, spark, None).await;
-    let args = plugin_args(env);
+    let service = Service::start(&work, spark, secret).await;
+    let mut args = plugin_args(env);
+    if let Some(s) = secret {
+        args.extend(["--secret".to_string(), s.to_string()]);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let job = JobProcess::spawn("plugin", spark.port(), &work, &args);
     let outcome = finish(job, NoHook).await;
@@ -649,6 +652,18 @@ async fn spark_plugin_serves_released_executors_output_without_host_network() {
         tail(&outcome.stderr, 40)
     );
     work.passed();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spark_plugin_serves_released_executors_output_without_host_network() {
+    run_plugin("plugin", None).await;
+}
+
+/// The same with spark.authenticate=true: the plugin's registration and the driver's removals use
+/// the application's secret, as Spark's own shuffle client does.
+#[tokio::test(flavor = "multi_thread")]
+async fn spark_plugin_with_sasl_authentication() {
+    run_plugin("plugin_auth", Some(SECRET)).await;
 }
 
 /// With no kess at the configured address, map tasks fail with the plugin's message, which names

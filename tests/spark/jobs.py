@@ -508,7 +508,7 @@ def run_scenario(args):
                 "spark.shuffle.registration.maxAttempts": "1",
                 "spark.task.maxFailures": "2",
             })
-    elif args.secret:
+    if args.secret and s != "auth":
         # Any scenario can run against a service that requires authentication.
         conf["spark.authenticate"] = "true"
         conf["spark.authenticate.secret"] = args.secret
