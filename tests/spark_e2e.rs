@@ -595,6 +595,24 @@ fn free_node_addr() -> SocketAddr {
     l.local_addr().expect("local addr")
 }
 
+/// `kess shuffle plugin: removed N file(s) of shuffle S …` lines of the driver log: S -> N.
+fn removed_by_shuffle(driver_log: &str) -> std::collections::BTreeMap<u64, u64> {
+    let mut removed = std::collections::BTreeMap::new();
+    for rest in driver_log
+        .lines()
+        .filter_map(|l| l.split("kess shuffle plugin: removed ").nth(1))
+    {
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        // N file(s) of shuffle S from ...
+        if let (Some(n), Some(s)) = (words.first(), words.get(4)) {
+            if let (Ok(n), Ok(s)) = (n.parse::<u64>(), s.parse::<u64>()) {
+                *removed.entry(s).or_insert(0) += n;
+            }
+        }
+    }
+    removed
+}
+
 /// The plugin's own arguments to jobs.py.
 fn plugin_args(env: &SparkEnv) -> Vec<String> {
     vec![
@@ -639,17 +657,23 @@ async fn run_plugin(name: &str, secret: Option<&str>) {
             "kess counted {registrations} Spark registrations; metrics:\n{page}"
         );
     }
-    // The driver's plugin logs how many files kess reported removed (its BlocksRemoved answer).
+    // The driver's plugin logs how many files each kess reported removed (its BlocksRemoved
+    // answer): for the shuffle jobs.py dropped, and at application end for the one it left.
     let driver_log = std::fs::read_to_string(&outcome.stderr).unwrap_or_default();
-    let removed: u64 = driver_log
-        .lines()
-        .filter_map(|l| l.split("kess shuffle plugin: removed ").nth(1))
-        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
+    let removed = removed_by_shuffle(&driver_log);
+    let left: Vec<u64> = outcome.details()["shuffles_left_for_app_end"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
     assert!(
-        removed > 0,
-        "the driver's plugin logged no files removed through kess; driver stderr tail:\n{}",
+        !left.is_empty() && left.iter().all(|s| removed.contains_key(s)),
+        "files removed through kess per shuffle: {removed:?}; shuffles left for the application's \
+         end: {left:?}; driver stderr tail:\n{}",
         tail(&outcome.stderr, 40)
+    );
+    assert!(
+        removed.len() > left.len() && removed.values().all(|&n| n > 0),
+        "the dropped shuffle's files were not removed through kess: {removed:?}"
     );
     work.passed();
 }

@@ -691,6 +691,11 @@ def plugin_body(args, sc, stats):
     after = shuffle_files(args.local_dir)
     details["shuffle_files_after_cleanup"] = after
     check(not after, f"shuffle files left after the shuffle was dropped: {after}")
+    # One more shuffle, left for the plugin to drop when the application stops (the caller checks
+    # the driver log for it: the worker deletes the application's dirs at the end anyway).
+    rdd_group_by_key(sc, stats)
+    details["shuffles_left_for_app_end"] = sorted(shuffle_files(args.local_dir))
+    check(details["shuffles_left_for_app_end"], "the last job left no shuffle files")
     return details
 
 
