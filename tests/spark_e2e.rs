@@ -719,3 +719,33 @@ async fn spark_plugin_wrong_kess_address_fails_with_clear_message() {
     );
     work.passed();
 }
+
+/// The driver refuses, at startup and with a message naming the setting, the settings the plugin
+/// cannot serve (shuffle service on, decommission shuffle migration, push-based shuffle).
+#[tokio::test(flavor = "multi_thread")]
+async fn spark_plugin_refuses_settings_it_cannot_serve() {
+    let _serial = SPARK.lock().await;
+    let env = spark_env();
+    let work = WorkDir::new("plugin_refusals");
+    let args = plugin_args(env);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let job = JobProcess::spawn("plugin_refusals", 7337, &work, &args);
+    let outcome = finish(job, NoHook).await;
+    assert!(
+        outcome.json["ok"].as_bool() == Some(true) && outcome.exit_ok,
+        "plugin_refusals failed: {}\n\ndetails: {}\n\ndriver stderr tail:\n{}",
+        outcome.details()["error"],
+        serde_json::to_string_pretty(outcome.details()).unwrap_or_default(),
+        tail(&outcome.stderr, 60),
+    );
+    let refused = outcome.details()["refusals"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter(|x| x["refused"] == Value::Bool(true))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(refused, 3, "details: {}", outcome.details());
+    work.passed();
+}

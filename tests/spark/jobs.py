@@ -40,6 +40,9 @@ Scenarios:
   plugin_bad_address      the plugin with spark.kess.host=--kess-host:--port where no kess
                           listens: the map tasks must fail with the plugin's message saying what
                           to check, and the job must not succeed (that counts as ok).
+  plugin_refusals         the plugin with settings it cannot serve (shuffle service on,
+                          decommission shuffle migration, push-based shuffle):
+                          each SparkContext (local mode) must fail to start with its message.
 
 Checks common to all scenarios (except the wrong-secret run): every result equals a value computed
 in plain Python; no task or stage attempt failed (a FetchFailed shows up as a failed stage); the
@@ -65,8 +68,8 @@ import time
 import traceback
 
 SCENARIOS = ["basic", "oldproto", "fetch_to_disk", "dynalloc", "restart_between_stages", "auth",
-             "plugin", "plugin_bad_address"]
-PLUGIN_SCENARIOS = ("plugin", "plugin_bad_address")
+             "plugin", "plugin_bad_address", "plugin_refusals"]
+PLUGIN_SCENARIOS = ("plugin", "plugin_bad_address", "plugin_refusals")
 PLUGIN_CLASS = "io.kess.spark.KessShuffleDataIO"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -523,6 +526,16 @@ def run_scenario(args):
 
     spark = None
     ok = False
+    if s == "plugin_refusals":
+        try:
+            details.update(plugin_refusals_body(conf))
+            ok = True
+        except CheckFailed as e:
+            details["error"] = str(e)
+        watchdog.cancel()
+        shutil.rmtree(log_dir, ignore_errors=True)
+        emit(s, ok, details)
+        return EXIT_OK if ok else EXIT_FAILED
     try:
         t = time.monotonic()
         log(f"starting SparkContext (master {conf['spark.master']}, service port {args.port})")
@@ -697,6 +710,46 @@ def plugin_body(args, sc, stats):
     details["shuffles_left_for_app_end"] = sorted(shuffle_files(args.local_dir))
     check(details["shuffles_left_for_app_end"], "the last job left no shuffle files")
     return details
+
+
+# Settings the plugin's driver side must refuse at startup, and a word its message must contain.
+# (Another spark.shuffle.manager is refused too, but Spark 3.5 ships no other manager to try.)
+PLUGIN_REFUSALS = [
+    ({"spark.shuffle.service.enabled": "true"}, "spark.shuffle.service.enabled=false"),
+    ({"spark.storage.decommission.enabled": "true",
+      "spark.storage.decommission.shuffleBlocks.enabled": "true"},
+     "spark.storage.decommission.shuffleBlocks.enabled=false"),
+    ({"spark.shuffle.push.enabled": "true"}, "push-based shuffle"),
+]
+
+
+def plugin_refusals_body(conf):
+    """Each incompatible setting: SparkContext creation fails with the plugin's message."""
+    from pyspark import SparkConf, SparkContext
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    base = dict(conf)
+    # No executors are needed to see the driver refuse; local mode starts in a second or two.
+    base["spark.master"] = "local[1]"
+    results = []
+    for extra, expect in PLUGIN_REFUSALS:
+        c = SparkConf()
+        for k, v in {**base, **extra}.items():
+            if v != "":
+                c.set(k, v)
+        try:
+            sc = SparkContext(conf=c)
+            sc.stop()
+            err = None
+        except Exception as e:
+            err = str(e)
+        i = err.find("kess shuffle plugin") if err else -1
+        msg = err[i:err.find("\n", i)] if i >= 0 else (err or "")[:300]
+        results.append({"settings": extra, "refused": err is not None, "message": msg})
+        log(f"refusal {extra}: {msg}")
+        check(err is not None, f"SparkContext started with {extra}")
+        check(i >= 0 and expect in msg, f"{extra}: expected the plugin's message with '{expect}', got: {msg}")
+    return {"refusals": results}
 
 
 def plugin_bad_address_body(args, sc):
