@@ -13,6 +13,11 @@
 //! `KESS_SPARK_E2E_SERVICE=java` runs the same tests against Spark's Java ESS instead of kess
 //! (started with `tests/spark/java_ess.sh`; the kess metrics checks are then left out), which is
 //! how this harness itself was validated. See `tests/spark/README.md`.
+//!
+//! The `spark_plugin_*` tests use no shuffle-service setting at all: the kess ShuffleDataIO plugin
+//! (`spark-plugin/`) registers the executors (on 127.0.0.1) with a kess that listens only on
+//! 127.0.0.2, the stand-in for a node IP that differs from every pod IP, so nothing can reach kess
+//! through the executors' own host.
 
 mod common;
 
@@ -40,6 +45,8 @@ struct SparkEnv {
     python: PathBuf,
     spark_home: PathBuf,
     java: PathBuf,
+    /// The kess Spark plugin (spark-plugin/), built by setup.sh against the venv's Spark jars.
+    plugin_jar: PathBuf,
 }
 
 fn repo() -> PathBuf {
@@ -73,6 +80,7 @@ fn spark_env() -> &'static SparkEnv {
             python: get("PYTHON"),
             spark_home: get("SPARK_HOME"),
             java: get("JAVA"),
+            plugin_jar: get("PLUGIN_JAR"),
         }
     })
 }
@@ -575,5 +583,169 @@ async fn spark_kess_restart_between_stages_keeps_registrations_and_output() {
     );
     // Only the restarted process's counters: what it served after the restart.
     assert_served(&service, &outcome, &["after_restart"]).await;
+    work.passed();
+}
+
+/// The "node IP" of the plugin tests: kess listens here, executors and driver run on 127.0.0.1.
+const NODE_IP: &str = "127.0.0.2";
+
+/// A port that is free on `NODE_IP`.
+fn free_node_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind((NODE_IP, 0)).expect("bind an ephemeral port on 127.0.0.2");
+    l.local_addr().expect("local addr")
+}
+
+/// `kess shuffle plugin: removed N file(s) of shuffle S …` lines of the driver log: S -> N.
+fn removed_by_shuffle(driver_log: &str) -> std::collections::BTreeMap<u64, u64> {
+    let mut removed = std::collections::BTreeMap::new();
+    for rest in driver_log
+        .lines()
+        .filter_map(|l| l.split("kess shuffle plugin: removed ").nth(1))
+    {
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        // N file(s) of shuffle S from ...
+        if let (Some(n), Some(s)) = (words.first(), words.get(4)) {
+            if let (Ok(n), Ok(s)) = (n.parse::<u64>(), s.parse::<u64>()) {
+                *removed.entry(s).or_insert(0) += n;
+            }
+        }
+    }
+    removed
+}
+
+/// The plugin's own arguments to jobs.py.
+fn plugin_args(env: &SparkEnv) -> Vec<String> {
+    vec![
+        "--plugin-jar".into(),
+        env.plugin_jar.to_string_lossy().into_owned(),
+        "--kess-host".into(),
+        NODE_IP.into(),
+    ]
+}
+
+/// Dynamic allocation releases every executor after a shuffle; the next job reuses that shuffle
+/// without recomputing it, fetched from kess at the node address the plugin advertised; dropping
+/// the shuffle then deletes its files through kess.
+/// With `secret`, kess requires SASL and the application runs with spark.authenticate=true.
+async fn run_plugin(name: &str, secret: Option<&str>) {
+    let _serial = SPARK.lock().await;
+    let env = spark_env();
+    let work = WorkDir::new(name);
+    let spark = free_node_addr();
+    let service = Service::start(&work, spark, secret).await;
+    let mut args = plugin_args(env);
+    if let Some(s) = secret {
+        args.extend(["--secret".to_string(), s.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let job = JobProcess::spawn("plugin", spark.port(), &work, &args);
+    let outcome = finish(job, NoHook).await;
+    // jobs.py checked: results, map stage skipped and not recomputed, registrations through the
+    // plugin only, shuffle files on disk after the executors left and gone after the drop.
+    assert_ok(&outcome, &service, &work);
+    assert_eq!(outcome.details()["map_stage_skipped"], Value::Bool(true));
+    assert_eq!(
+        outcome.details()["map_stage_recomputed"],
+        Value::Bool(false)
+    );
+    assert_served(&service, &outcome, &[]).await;
+    if let Service::Kess(daemon) = &service {
+        let page = daemon.metrics().await;
+        let registrations = metric(&page, "kess_spark_registrations_total");
+        assert!(
+            registrations >= 1.0,
+            "kess counted {registrations} Spark registrations; metrics:\n{page}"
+        );
+    }
+    // The driver's plugin logs how many files each kess reported removed (its BlocksRemoved
+    // answer): for the shuffle jobs.py dropped, and at application end for the one it left.
+    let driver_log = std::fs::read_to_string(&outcome.stderr).unwrap_or_default();
+    let removed = removed_by_shuffle(&driver_log);
+    let left: Vec<u64> = outcome.details()["shuffles_left_for_app_end"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    assert!(
+        !left.is_empty() && left.iter().all(|s| removed.contains_key(s)),
+        "files removed through kess per shuffle: {removed:?}; shuffles left for the application's \
+         end: {left:?}; driver stderr tail:\n{}",
+        tail(&outcome.stderr, 40)
+    );
+    assert!(
+        removed.len() > left.len() && removed.values().all(|&n| n > 0),
+        "the dropped shuffle's files were not removed through kess: {removed:?}"
+    );
+    work.passed();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spark_plugin_serves_released_executors_output_without_host_network() {
+    run_plugin("plugin", None).await;
+}
+
+/// The same with spark.authenticate=true: the plugin's registration and the driver's removals use
+/// the application's secret, as Spark's own shuffle client does.
+#[tokio::test(flavor = "multi_thread")]
+async fn spark_plugin_with_sasl_authentication() {
+    run_plugin("plugin_auth", Some(SECRET)).await;
+}
+
+/// With no kess at the configured address, map tasks fail with the plugin's message, which names
+/// the address and says what to check.
+#[tokio::test(flavor = "multi_thread")]
+async fn spark_plugin_wrong_kess_address_fails_with_clear_message() {
+    let _serial = SPARK.lock().await;
+    let env = spark_env();
+    let work = WorkDir::new("plugin_bad_address");
+    // Nothing listens here.
+    let nowhere = free_node_addr();
+    let args = plugin_args(env);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let job = JobProcess::spawn("plugin_bad_address", nowhere.port(), &work, &args);
+    let outcome = finish(job, NoHook).await;
+    assert!(
+        outcome.json["ok"].as_bool() == Some(true) && outcome.exit_ok,
+        "plugin_bad_address failed: {}\n\ndetails: {}\n\ndriver stderr tail:\n{}",
+        outcome.details()["error"],
+        serde_json::to_string_pretty(outcome.details()).unwrap_or_default(),
+        tail(&outcome.stderr, 60),
+    );
+    let message = outcome.details()["plugin_message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains(&format!("kess at {nowhere}")),
+        "the plugin's failure does not name {nowhere}: {message}"
+    );
+    work.passed();
+}
+
+/// The driver refuses, at startup and with a message naming the setting, the settings the plugin
+/// cannot serve (shuffle service on, decommission shuffle migration, push-based shuffle).
+#[tokio::test(flavor = "multi_thread")]
+async fn spark_plugin_refuses_settings_it_cannot_serve() {
+    let _serial = SPARK.lock().await;
+    let env = spark_env();
+    let work = WorkDir::new("plugin_refusals");
+    let args = plugin_args(env);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let job = JobProcess::spawn("plugin_refusals", 7337, &work, &args);
+    let outcome = finish(job, NoHook).await;
+    assert!(
+        outcome.json["ok"].as_bool() == Some(true) && outcome.exit_ok,
+        "plugin_refusals failed: {}\n\ndetails: {}\n\ndriver stderr tail:\n{}",
+        outcome.details()["error"],
+        serde_json::to_string_pretty(outcome.details()).unwrap_or_default(),
+        tail(&outcome.stderr, 60),
+    );
+    let refused = outcome.details()["refusals"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter(|x| x["refused"] == Value::Bool(true))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(refused, 3, "details: {}", outcome.details());
     work.passed();
 }

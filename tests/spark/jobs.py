@@ -3,6 +3,7 @@
 
     python jobs.py <scenario> --port P --local-dir D [--host H] [--secret S] [--wrong-secret]
                    [--app-name N] [--restart-done-file F] [--timeout SECS] [--conf k=v ...]
+                   [--plugin-jar J --kess-host K]
 
 Each run starts one application on master local-cluster[2,1,1024] (two executor JVMs) with
 spark.shuffle.service.enabled=true on port P and spark.shuffle.readHostLocalDisk=false, so every
@@ -30,6 +31,18 @@ Scenarios:
   auth                    spark.authenticate=true with --secret. With --wrong-secret the
                           application uses a different secret than the service; executors must
                           fail to register and the job must not run (that counts as ok).
+  plugin                  no shuffle service setting at all: the kess ShuffleDataIO plugin
+                          (--plugin-jar) registers executors with kess at --kess-host:--port, given
+                          to executors as KESS_NODE_IP the way a pod's downward API would. Dynamic
+                          allocation removes every executor after a shuffle; a second job reuses
+                          it (map stage skipped), then dropping the shuffle deletes its files
+                          through kess although the executors that wrote them are gone.
+  plugin_bad_address      the plugin with spark.kess.host=--kess-host:--port where no kess
+                          listens: the map tasks must fail with the plugin's message saying what
+                          to check, and the job must not succeed (that counts as ok).
+  plugin_refusals         the plugin with settings it cannot serve (shuffle service on,
+                          decommission shuffle migration, push-based shuffle):
+                          each SparkContext (local mode) must fail to start with its message.
 
 Checks common to all scenarios (except the wrong-secret run): every result equals a value computed
 in plain Python; no task or stage attempt failed (a FetchFailed shows up as a failed stage); the
@@ -54,7 +67,10 @@ import threading
 import time
 import traceback
 
-SCENARIOS = ["basic", "oldproto", "fetch_to_disk", "dynalloc", "restart_between_stages", "auth"]
+SCENARIOS = ["basic", "oldproto", "fetch_to_disk", "dynalloc", "restart_between_stages", "auth",
+             "plugin", "plugin_bad_address", "plugin_refusals"]
+PLUGIN_SCENARIOS = ("plugin", "plugin_bad_address", "plugin_refusals")
+PLUGIN_CLASS = "io.kess.spark.KessShuffleDataIO"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 T0 = time.monotonic()
@@ -131,6 +147,8 @@ logger.master.name = org.apache.spark.deploy.master.Master
 logger.master.level = info
 logger.py4j.name = py4j
 logger.py4j.level = warn
+logger.kess.name = io.kess
+logger.kess.level = info
 """
 
 EXECUTOR_LOG4J = """\
@@ -294,6 +312,8 @@ class Stats:
 
 REMOTE_BLOCK_RE = re.compile(r"Got remote block (shuffle_\d+_\d+_\d+(?:_\d+)?) ")
 REGISTER_FAIL = "Unable to register with external shuffle server"
+PLUGIN_REGISTERED = "kess shuffle plugin: executor"
+PLUGIN_REGISTER_FAIL = "kess shuffle plugin: could not register executor"
 
 
 def executor_logs(app_id):
@@ -302,6 +322,7 @@ def executor_logs(app_id):
 
 def scan_executor_logs(app_id):
     single, batch, reg_fail, registered = 0, 0, 0, 0
+    plugin_registered, plugin_fail = 0, 0
     reg_example = ""
     examples = []
     for path in executor_logs(app_id):
@@ -322,11 +343,16 @@ def scan_executor_logs(app_id):
                             reg_example = line.strip()[:400]
                     if "Registering executor with local external shuffle service" in line:
                         registered += 1
+                    if PLUGIN_REGISTERED in line and "registered" in line:
+                        plugin_registered += 1
+                    if PLUGIN_REGISTER_FAIL in line:
+                        plugin_fail += 1
         except OSError:
             pass
     return {"remote_single_blocks": single, "remote_batch_blocks": batch, "batch_examples": examples,
             "registration_failures": reg_fail, "registration_failure_example": reg_example,
             "registration_attempts": registered,
+            "plugin_registrations": plugin_registered, "plugin_registration_failures": plugin_fail,
             "executor_log_dir": os.path.join(spark_home(), "work", app_id)}
 
 
@@ -454,7 +480,38 @@ def run_scenario(args):
                 "spark.shuffle.registration.timeout": "3000ms",
                 "spark.shuffle.registration.maxAttempts": "1",
             })
-    elif args.secret:
+    elif s in PLUGIN_SCENARIOS:
+        jar = os.path.abspath(args.plugin_jar)
+        conf.update({
+            # No shuffle service setting: the plugin talks to kess, Spark does not.
+            "spark.shuffle.service.enabled": "false",
+            "spark.shuffle.service.port": "",
+            "spark.shuffle.sort.io.plugin.class": PLUGIN_CLASS,
+            "spark.kess.port": str(args.port),
+            "spark.driver.extraClassPath": jar,
+            "spark.executor.extraClassPath": jar,
+            "spark.storage.decommission.shuffleBlocks.enabled": "false",
+        })
+        if s == "plugin":
+            conf.update({
+                # How an executor pod learns its node's IP (downward API status.hostIP).
+                "spark.executorEnv.KESS_NODE_IP": args.kess_host,
+                "spark.dynamicAllocation.enabled": "true",
+                "spark.dynamicAllocation.minExecutors": "0",
+                "spark.dynamicAllocation.initialExecutors": "0",
+                "spark.dynamicAllocation.maxExecutors": "2",
+                "spark.dynamicAllocation.executorIdleTimeout": "2s",
+                "spark.dynamicAllocation.schedulerBacklogTimeout": "1s",
+                "spark.dynamicAllocation.sustainedSchedulerBacklogTimeout": "1s",
+                "spark.dynamicAllocation.shuffleTracking.enabled": "false",
+            })
+        else:
+            conf.update({
+                "spark.kess.host": args.kess_host,
+                "spark.shuffle.registration.maxAttempts": "1",
+                "spark.task.maxFailures": "2",
+            })
+    if args.secret and s != "auth":
         # Any scenario can run against a service that requires authentication.
         conf["spark.authenticate"] = "true"
         conf["spark.authenticate.secret"] = args.secret
@@ -463,11 +520,22 @@ def run_scenario(args):
         conf[k] = v
     details["conf"] = {k: v for k, v in conf.items()
                        if k.startswith(("spark.shuffle", "spark.network", "spark.dynamicAllocation",
-                                        "spark.authenticate", "spark.master", "spark.local.dir"))
+                                        "spark.authenticate", "spark.master", "spark.local.dir",
+                                        "spark.kess", "spark.executorEnv.KESS"))
                        and "secret" not in k}
 
     spark = None
     ok = False
+    if s == "plugin_refusals":
+        try:
+            details.update(plugin_refusals_body(conf))
+            ok = True
+        except CheckFailed as e:
+            details["error"] = str(e)
+        watchdog.cancel()
+        shutil.rmtree(log_dir, ignore_errors=True)
+        emit(s, ok, details)
+        return EXIT_OK if ok else EXIT_FAILED
     try:
         t = time.monotonic()
         log(f"starting SparkContext (master {conf['spark.master']}, service port {args.port})")
@@ -480,8 +548,11 @@ def run_scenario(args):
 
         if s == "auth" and args.wrong_secret:
             details.update(wrong_secret_body(args, sc))
+        elif s == "plugin_bad_address":
+            wait_executors(sc, lambda n: n >= 1, "an executor", args.executor_timeout)
+            details.update(plugin_bad_address_body(args, sc))
         else:
-            if s != "dynalloc":
+            if s not in ("dynalloc", "plugin"):
                 t = time.monotonic()
                 wait_executors(sc, lambda n: n >= 2, "2 executors", args.executor_timeout)
                 details["executors_up_s"] = round(time.monotonic() - t, 2)
@@ -497,6 +568,8 @@ def run_scenario(args):
                 rdd_group_by_key(sc, stats)
             elif s == "dynalloc":
                 details.update(dynalloc_body(args, sc, stats))
+            elif s == "plugin":
+                details.update(plugin_body(args, sc, stats))
             elif s == "restart_between_stages":
                 details.update(restart_body(args, sc, stats))
             common_checks(args, sc, stats, details)
@@ -600,6 +673,107 @@ def dynalloc_body(args, sc, stats):
     return details
 
 
+def shuffle_files(local_dir):
+    """Shuffle data files under the application's local dir: {shuffle id: count}."""
+    found = {}
+    for path in glob.glob(os.path.join(local_dir, "**", "shuffle_*_*_0.data"), recursive=True):
+        sid = int(os.path.basename(path).split("_")[1])
+        found[sid] = found.get(sid, 0) + 1
+    return found
+
+
+def plugin_body(args, sc, stats):
+    """dynalloc through the plugin, plus: the executors registered through the plugin and not
+    through Spark's shuffle-service code, and dropping the shuffle deletes its files via kess."""
+    details = dynalloc_body(args, sc, stats)
+    logs = scan_executor_logs(sc.applicationId)
+    details["plugin_registrations"] = logs["plugin_registrations"]
+    check(logs["plugin_registrations"] >= 1, "no executor logged a registration through the plugin")
+    check(logs["registration_attempts"] == 0,
+          "an executor registered through Spark's shuffle-service code instead of the plugin")
+    # The map outputs of the removed executors are still on disk (deleteFilesOnStop=false) ...
+    before = shuffle_files(args.local_dir)
+    details["shuffle_files_before_cleanup"] = before
+    check(before, "no shuffle files left on disk after the executors that wrote them were removed")
+    # ... until the driver drops the shuffle: the plugin asks kess to delete them (no executor
+    # that wrote them is alive to do it).
+    cleaner = sc._jsc.sc().cleaner()
+    check(cleaner.isDefined(), "spark.cleaner.referenceTracking is off; cannot drop the shuffle")
+    for sid in before:
+        cleaner.get().doCleanupShuffle(sid, True)
+    after = shuffle_files(args.local_dir)
+    details["shuffle_files_after_cleanup"] = after
+    check(not after, f"shuffle files left after the shuffle was dropped: {after}")
+    # One more shuffle, left for the plugin to drop when the application stops (the caller checks
+    # the driver log for it: the worker deletes the application's dirs at the end anyway).
+    rdd_group_by_key(sc, stats)
+    details["shuffles_left_for_app_end"] = sorted(shuffle_files(args.local_dir))
+    check(details["shuffles_left_for_app_end"], "the last job left no shuffle files")
+    return details
+
+
+# Settings the plugin's driver side must refuse at startup, and a word its message must contain.
+# (Another spark.shuffle.manager is refused too, but Spark 3.5 ships no other manager to try.)
+PLUGIN_REFUSALS = [
+    ({"spark.shuffle.service.enabled": "true"}, "spark.shuffle.service.enabled=false"),
+    ({"spark.storage.decommission.enabled": "true",
+      "spark.storage.decommission.shuffleBlocks.enabled": "true"},
+     "spark.storage.decommission.shuffleBlocks.enabled=false"),
+    ({"spark.shuffle.push.enabled": "true"}, "push-based shuffle"),
+]
+
+
+def plugin_refusals_body(conf):
+    """Each incompatible setting: SparkContext creation fails with the plugin's message."""
+    from pyspark import SparkConf, SparkContext
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    base = dict(conf)
+    # No executors are needed to see the driver refuse; local mode starts in a second or two.
+    base["spark.master"] = "local[1]"
+    results = []
+    for extra, expect in PLUGIN_REFUSALS:
+        c = SparkConf()
+        for k, v in {**base, **extra}.items():
+            if v != "":
+                c.set(k, v)
+        try:
+            sc = SparkContext(conf=c)
+            sc.stop()
+            err = None
+        except Exception as e:
+            err = str(e)
+        i = err.find("kess shuffle plugin") if err else -1
+        msg = err[i:err.find("\n", i)] if i >= 0 else (err or "")[:300]
+        results.append({"settings": extra, "refused": err is not None, "message": msg})
+        log(f"refusal {extra}: {msg}")
+        check(err is not None, f"SparkContext started with {extra}")
+        check(i >= 0 and expect in msg, f"{extra}: expected the plugin's message with '{expect}', got: {msg}")
+    return {"refusals": results}
+
+
+def plugin_bad_address_body(args, sc):
+    """No kess at the address: map tasks must fail with the plugin's explanation."""
+    details = {}
+    err = ""
+    try:
+        sc.parallelize(range(100), 2).map(lambda i: (i % 3, 1)).reduceByKey(lambda a, b: a + b).collect()
+        details["job_succeeded"] = True
+    except Exception as e:
+        details["job_succeeded"] = False
+        details["job_error"] = summarize_error(e)[:3000]
+        err = str(e)
+    check(not details["job_succeeded"], "the job succeeded although no kess listens at the address")
+    i = err.find(PLUGIN_REGISTER_FAIL)
+    details["plugin_message"] = err[i:err.find("\n", i)] if i >= 0 else ""
+    where = f"kess at {args.kess_host}:{args.port}"
+    check(i >= 0, f"the job failed, but not with '{PLUGIN_REGISTER_FAIL}': {details['job_error']}")
+    msg = details["plugin_message"]
+    check(where in msg, f"the failure does not name '{where}': {msg}")
+    check("--spark-allowed-roots" in msg, f"the failure does not say what to check: {msg}")
+    return details
+
+
 def restart_body(args, sc, stats):
     details = {}
     acc = sc.accumulator(0)
@@ -683,7 +857,12 @@ def main(argv=None):
     p.add_argument("--timeout", type=float, default=600, help="whole-run watchdog")
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Spark setting (repeatable; applied last)")
+    p.add_argument("--plugin-jar", help="plugin scenarios: the kess Spark plugin jar")
+    p.add_argument("--kess-host", default="127.0.0.2",
+                   help="plugin scenarios: the node address executors use for kess")
     args = p.parse_args(argv)
+    if args.scenario in PLUGIN_SCENARIOS and not args.plugin_jar:
+        p.error(f"{args.scenario} needs --plugin-jar")
     if args.wrong_secret and args.scenario != "auth":
         p.error("--wrong-secret only applies to the auth scenario")
     if args.scenario == "auth" and not args.secret:

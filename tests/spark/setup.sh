@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Prepares everything the real-PySpark end-to-end tests need, idempotently:
-#   * Java >= 17, preferably 17 (installs Debian's openjdk-17-jre-headless with apt-get, after
-#     apt-get update, only when no Java 17 or newer is on the machine),
+#   * Java >= 17, preferably 17, with a JDK's javac (installs Debian's openjdk-17-jdk-headless with
+#     apt-get, after apt-get update, only when no Java 17 or newer, or no javac, is on the machine),
 #   * a venv with pyspark==3.5.7 at ${KESS_SPARK_VENV:-<repo>/target/spark-venv},
 #   * a SPARK_HOME-style folder at ${KESS_SPARK_HOME:-<repo>/target/spark-home} with symlinks to the
 #     pip package's bin, sbin, jars and python, plus a real work/ dir (executor logs go there
-#     instead of into the venv).
+#     instead of into the venv),
+#   * the kess Spark plugin jar (spark-plugin/build.sh, compiled against that package's jars) at
+#     ${KESS_SPARK_PLUGIN_JAR:-<repo>/target/kess-spark-plugin.jar}; rebuilt when a source changed.
 # Safe without a terminal (CI=true, no stdin) and fast (well under a second) when already set up.
 # Progress goes to stderr; stdout gets exactly these lines, for scripts and the Rust tests:
 #   PYTHON=<venv python>
 #   SPARK_HOME=<spark home folder>
 #   JAVA=<java binary used>
+#   PLUGIN_JAR=<kess Spark plugin jar>
 set -euo pipefail
 
 PYSPARK_VERSION=3.5.7
@@ -58,18 +61,42 @@ find_java() {
   return 1
 }
 
-if ! JAVA_BIN="$(find_java)"; then
-  log "no Java 17 or newer found; installing openjdk-17-jre-headless"
+# The folder with javac and jar next to a java binary (a JDK), or nothing for a bare JRE.
+jdk_bin() {
+  local d
+  d="$(dirname "$(readlink -f "$1")")"
+  if [ -x "$d/javac" ] && [ -x "$d/jar" ]; then echo "$d"; return 0; fi
+  return 1
+}
+
+install_jdk() {
+  log "$1; installing openjdk-17-jdk-headless"
   if ! command -v apt-get >/dev/null 2>&1; then
-    log "no apt-get here; install Java 17 and retry (or set JAVA_HOME)"
+    log "no apt-get here; install a Java 17 JDK and retry (or set JAVA_HOME)"
     exit 1
   fi
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo -n"; fi
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq </dev/null >&2
-  $SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless </dev/null >&2
-  JAVA_BIN="$(find_java)" || { log "still no Java 17 after installing openjdk-17-jre-headless"; exit 1; }
+  $SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jdk-headless </dev/null >&2
+}
+
+if ! JAVA_BIN="$(find_java)"; then
+  install_jdk "no Java 17 or newer found"
+  JAVA_BIN="$(find_java)" || { log "still no Java 17 after installing openjdk-17-jdk-headless"; exit 1; }
+fi
+# The plugin jar needs javac: the JDK of the chosen java, else any JDK on the machine (17 first).
+any_jdk_bin() {
+  local c
+  for c in /usr/lib/jvm/*17*/bin /usr/lib/jvm/*/bin; do
+    if [ -x "$c/javac" ] && [ -x "$c/jar" ]; then echo "$c"; return 0; fi
+  done
+  return 1
+}
+if ! JDK_BIN="$(jdk_bin "$JAVA_BIN")" && ! JDK_BIN="$(any_jdk_bin)"; then
+  install_jdk "no javac (a JRE without a JDK)"
+  JDK_BIN="$(any_jdk_bin)" || { log "still no javac after installing openjdk-17-jdk-headless"; exit 1; }
 fi
 
 # ---- venv with pyspark --------------------------------------------------------------------
@@ -108,6 +135,11 @@ for d in bin sbin jars python; do
   fi
 done
 
+# ---- the kess Spark plugin ---------------------------------------------------------------
+PLUGIN_JAR="$(JDK_BIN="$JDK_BIN" bash "$REPO/spark-plugin/build.sh" "$PKG/jars" \
+  "${KESS_SPARK_PLUGIN_JAR:-$TARGET/kess-spark-plugin.jar}")"
+
 echo "PYTHON=$PY"
 echo "SPARK_HOME=$SPARK_HOME_DIR"
 echo "JAVA=$JAVA_BIN"
+echo "PLUGIN_JAR=$PLUGIN_JAR"
