@@ -35,6 +35,8 @@ def parse_time(t):
 
 def run_once(name, port, rows, work):
     os.environ["PYSPARK_PYTHON"] = sys.executable
+    # Executors register with the service on their own host: keep everything on loopback.
+    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
     from pyspark.sql import SparkSession
 
     ui_port = free_port()
