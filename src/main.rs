@@ -63,6 +63,10 @@ async fn run(command: Command) -> Result<(), BoxError> {
             Ok(())
         }
         Command::Bench(args) => kess::bench::run(args).await,
+        Command::Crd => {
+            print!("{}", kess::controller::crd::crd_yaml()?);
+            Ok(())
+        }
     }
 }
 
