@@ -25,6 +25,8 @@ pub enum Command {
     RemoveApp(RemoveAppArgs),
     /// Measure fetch throughput against a raw-TCP reference on this machine.
     Bench(crate::bench::BenchArgs),
+    /// Run the controller: app cleanup, node guards, ExecutorPool allocation.
+    Controller(Box<crate::controller::run::ControllerArgs>),
     /// Print the ExecutorPool CustomResourceDefinition (YAML), for `kubectl apply -f -`.
     Crd,
 }
