@@ -117,12 +117,22 @@ async fn creating_a_pool_pod_posts_it_to_the_pools_namespace() {
     created.expect("created");
     assert_eq!(seen.method, Method::POST);
     assert_eq!(seen.path, "/api/v1/namespaces/spark/pods");
-    assert!(seen.query.contains("fieldManager=kess-controller"), "{}", seen.query);
+    assert!(
+        seen.query.contains("fieldManager=kess-controller"),
+        "{}",
+        seen.query
+    );
     assert_eq!(seen.body["metadata"]["name"], "etl-exec-3");
-    assert_eq!(seen.body["metadata"]["labels"]["spark-app-selector"], "app-1");
+    assert_eq!(
+        seen.body["metadata"]["labels"]["spark-app-selector"],
+        "app-1"
+    );
     assert_eq!(seen.body["metadata"]["labels"]["spark-role"], "executor");
     assert_eq!(seen.body["metadata"]["labels"]["kess.io/pool"], "etl");
-    assert_eq!(seen.body["metadata"]["ownerReferences"][0]["kind"], "ExecutorPool");
+    assert_eq!(
+        seen.body["metadata"]["ownerReferences"][0]["kind"],
+        "ExecutorPool"
+    );
     assert_eq!(seen.body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
     assert_eq!(
         seen.body["spec"]["containers"][0]["env"],
@@ -138,7 +148,10 @@ async fn creating_an_executor_that_exists_is_an_error_not_a_second_pod() {
     let (client, mut handle) = mocked();
     let writer = KubeWriter::new(client);
     let pod = executor_pod(&pool(), 3).expect("pod");
-    let (created, _) = tokio::join!(writer.create_pod(&pod), answer(&mut handle, 409, conflict()));
+    let (created, _) = tokio::join!(
+        writer.create_pod(&pod),
+        answer(&mut handle, 409, conflict())
+    );
     assert!(created.is_err());
 }
 
@@ -153,7 +166,10 @@ async fn deleting_a_pod_deletes_exactly_it_and_a_missing_pod_is_fine() {
     assert_eq!(seen.method, Method::DELETE);
     assert_eq!(seen.path, "/api/v1/namespaces/spark/pods/etl-exec-3");
 
-    let (deleted, _) = tokio::join!(writer.delete_pod(&pod), answer(&mut handle, 404, not_found()));
+    let (deleted, _) = tokio::join!(
+        writer.delete_pod(&pod),
+        answer(&mut handle, 404, not_found())
+    );
     deleted.expect("already gone counts as deleted");
 }
 
@@ -218,7 +234,10 @@ async fn unguarding_a_node_deletes_only_the_keys_kess_set() {
         .as_object()
         .expect("annotations");
     let keys: Vec<&str> = annotations.keys().map(String::as_str).collect();
-    assert_eq!(keys, ["karpenter.sh/do-not-disrupt", "kess.io/guard-owned-keys"]);
+    assert_eq!(
+        keys,
+        ["karpenter.sh/do-not-disrupt", "kess.io/guard-owned-keys"]
+    );
     assert!(annotations.values().all(Value::is_null));
 }
 
@@ -255,7 +274,10 @@ async fn pool_status_is_patched_on_the_status_subresource() {
     assert_eq!(seen.body["status"]["registered"], 1);
     assert_eq!(seen.body["status"]["replicas"], 2);
     assert_eq!(seen.body["status"]["selector"], "kess.io/pool=etl");
-    assert_eq!(seen.body["status"]["shuffleBytesPerNode"], json!({"node-a": 10}));
+    assert_eq!(
+        seen.body["status"]["shuffleBytesPerNode"],
+        json!({"node-a": 10})
+    );
     assert_eq!(
         seen.body["status"]["conditions"][0]["type"],
         "WaitingForRegistration"
