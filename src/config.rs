@@ -28,6 +28,10 @@ pub enum Command {
     /// Benchmark kess against Spark's Java shuffle service on the same files (`benches/ess.sh`
     /// starts the Java service and runs this).
     BenchEss(crate::bench::ess::EssBenchArgs),
+    /// Run the controller: app cleanup, node guards, ExecutorPool allocation.
+    Controller(Box<crate::controller::run::ControllerArgs>),
+    /// Print the ExecutorPool CustomResourceDefinition (YAML), for `kubectl apply -f -`.
+    Crd,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod controller;
 pub mod daemon;
 pub mod error;
 pub mod grpc;

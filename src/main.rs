@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = match &cli.command {
         Command::Daemon(c) => c.log_format,
+        Command::Controller(c) => c.log_format,
         _ => LogFormat::Text,
     };
     init_logging(log_format);
@@ -64,6 +65,14 @@ async fn run(command: Command) -> Result<(), BoxError> {
         }
         Command::Bench(args) => kess::bench::run(args).await,
         Command::BenchEss(args) => kess::bench::ess::run(args).await,
+        Command::Controller(args) => {
+            let metrics = kess::metrics::install()?;
+            kess::controller::run::run(*args, metrics).await
+        }
+        Command::Crd => {
+            print!("{}", kess::controller::crd::crd_yaml()?);
+            Ok(())
+        }
     }
 }
 

@@ -44,6 +44,13 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
                 1.0, 2.5, 5.0, 10.0,
             ],
         )?
+        .set_buckets_for_metric(
+            Matcher::Prefix("kess_controller_".to_string()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ],
+        )?
         .install_recorder()?;
     describe();
     Ok(handle)
@@ -189,4 +196,59 @@ impl Drop for ActiveStream {
         gauge!(ACTIVE_STREAMS, "protocol" => self.protocol, "direction" => self.direction)
             .decrement(1.0);
     }
+}
+
+// ---- the controller (`kess controller`) ----
+
+pub const CONTROLLER_ROUNDS: &str = "kess_controller_rounds_total";
+pub const CONTROLLER_ACTIONS: &str = "kess_controller_actions_total";
+pub const CONTROLLER_ERRORS: &str = "kess_controller_errors_total";
+pub const CONTROLLER_BYTES_FREED: &str = "kess_controller_bytes_freed_total";
+pub const CONTROLLER_DECISION_SECONDS: &str = "kess_controller_decision_seconds";
+pub const CONTROLLER_ROUND_SECONDS: &str = "kess_controller_round_seconds";
+pub const CONTROLLER_LEADER: &str = "kess_controller_leader";
+pub const CONTROLLER_DAEMONS: &str = "kess_controller_daemons";
+
+/// Describes the controller's metrics (call after [`install`]).
+pub fn describe_controller() {
+    describe_counter!(
+        CONTROLLER_ROUNDS,
+        "Reconcile rounds run while holding the lease."
+    );
+    describe_counter!(
+        CONTROLLER_ACTIONS,
+        "Actions applied, by kind (create_pod, delete_pod, remove_application, guard_node, unguard_node, update_pool_status)."
+    );
+    describe_counter!(
+        CONTROLLER_ERRORS,
+        "Failed calls, by error kind (see ControllerError::metric_label)."
+    );
+    describe_counter!(
+        CONTROLLER_BYTES_FREED,
+        "Shuffle bytes daemons freed on the controller's RemoveApplication calls."
+    );
+    describe_histogram!(
+        CONTROLLER_DECISION_SECONDS,
+        "Time the pure decision function took per round."
+    );
+    describe_histogram!(
+        CONTROLLER_ROUND_SECONDS,
+        "Time of a whole round: observe, poll daemons, decide, apply."
+    );
+    describe_gauge!(
+        CONTROLLER_LEADER,
+        "1 while this replica holds the controller lease."
+    );
+    describe_gauge!(
+        CONTROLLER_DAEMONS,
+        "Daemons in the last round, by state (known, unknown)."
+    );
+}
+
+pub fn controller_action(kind: &'static str, count: u64) {
+    counter!(CONTROLLER_ACTIONS, "action" => kind).increment(count);
+}
+
+pub fn controller_error(kind: &'static str) {
+    counter!(CONTROLLER_ERRORS, "error" => kind).increment(1);
 }

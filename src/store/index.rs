@@ -17,7 +17,7 @@ pub struct ShuffleIndex {
 impl ShuffleIndex {
     /// Parses and validates an index file's bytes.
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        if bytes.len() < 16 || bytes.len() % 8 != 0 {
+        if bytes.len() < 16 || !bytes.len().is_multiple_of(8) {
             return Err(format!(
                 "index file has {} bytes; expected a multiple of 8 and at least 16",
                 bytes.len()
@@ -93,7 +93,7 @@ impl ShuffleIndex {
 
 /// Parses a checksum file: one big-endian int64 per partition.
 pub fn parse_checksums(bytes: &[u8]) -> Result<Vec<u64>, String> {
-    if bytes.len() % 8 != 0 {
+    if !bytes.len().is_multiple_of(8) {
         return Err(format!(
             "checksum file has {} bytes, not a multiple of 8",
             bytes.len()
