@@ -60,7 +60,7 @@ pub async fn start(
     store_config.fsync = config.fsync;
     store_config.min_free_bytes = config.min_free_bytes.as_u64();
     store_config.index_cache_bytes = config.index_cache_bytes.as_u64() as usize;
-    store_config.max_mapped_files = config.max_mapped_files;
+    store_config.max_open_files = config.max_open_files;
     let store = tokio::task::spawn_blocking(move || Store::open(store_config)).await??;
 
     let grpc_listener = TcpListener::bind(config.grpc_addr)

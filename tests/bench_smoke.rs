@@ -43,3 +43,69 @@ fn bench_runs_and_prints_comparable_lines() {
         "bench cleans up"
     );
 }
+
+/// `kess bench-ess` without the Java service: kess's Spark path, gRPC path and the sendfile
+/// reference each move every byte of every shape, and the summary lines are there.
+#[test]
+fn bench_ess_runs_every_shape_and_path() {
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kess"))
+        .args([
+            "bench-ess",
+            "--total-bytes",
+            "1MiB",
+            "--tiny-total-bytes",
+            "256KiB",
+            "--concurrency",
+            "1,4",
+            "--executors",
+            "2",
+        ])
+        .arg("--work-dir")
+        .arg(work.path())
+        .env("KESS_LOG", "warn")
+        .output()
+        .expect("run kess bench-ess");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("bench ess idle server=kess rss_bytes="),
+        "{stdout}"
+    );
+    for shape in ["uniform", "skewed", "tiny"] {
+        for concurrency in [1, 4] {
+            let lines: Vec<&str> = stdout
+                .lines()
+                .filter(|l| {
+                    l.starts_with(&format!(
+                        "bench ess shape={shape} concurrency={concurrency} "
+                    ))
+                })
+                .collect();
+            let bytes = |path: &str| {
+                lines
+                    .iter()
+                    .find(|l| l.contains(&format!(" path={path} ")))
+                    .and_then(|l| l.split(" bytes=").nth(1))
+                    .and_then(|v| v.split(' ').next())
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| panic!("no {path} line for {shape}/{concurrency}\n{stdout}"))
+            };
+            // The bench itself fails if a path moves a different byte count; all three agree.
+            assert_eq!(bytes("kess-spark"), bytes("sendfile"));
+            assert_eq!(bytes("kess-grpc"), bytes("sendfile"));
+            assert!(stdout.contains(&format!(
+                "bench ess-ratio shape={shape} concurrency={concurrency} kess-spark/sendfile throughput="
+            )));
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(work.path()).unwrap().count(),
+        0,
+        "bench-ess cleans up"
+    );
+}

@@ -20,7 +20,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MapKey, StoreError};
@@ -43,7 +42,7 @@ pub struct StoreConfig {
     /// Pushes are refused while the data disk has less free space than this.
     pub min_free_bytes: u64,
     pub index_cache_bytes: usize,
-    pub max_mapped_files: usize,
+    pub max_open_files: usize,
 }
 
 impl StoreConfig {
@@ -53,7 +52,7 @@ impl StoreConfig {
             fsync: false,
             min_free_bytes: 0,
             index_cache_bytes: 64 << 20,
-            max_mapped_files: 4096,
+            max_open_files: 4096,
         }
     }
 }
@@ -167,8 +166,7 @@ pub struct Store {
     journal: RegistrationJournal,
     state: Mutex<State>,
     index_cache: BoundedCache<Arc<StoredIndex>>,
-    map_cache: BoundedCache<Bytes>,
-    /// Open data files of Spark executors, served with sendfile.
+    /// Open data files (kess's own outputs, mapped per fetch; Spark's, sent with sendfile).
     file_cache: BoundedCache<Arc<spark_files::OpenFile>>,
 }
 
@@ -187,8 +185,7 @@ impl Store {
             index_cache: BoundedCache::new("index", config.index_cache_bytes, |i| {
                 i.index.retained_bytes() + i.crc32s.len() * 4
             }),
-            map_cache: BoundedCache::new("map", config.max_mapped_files, |_| 1),
-            file_cache: BoundedCache::new("file", config.max_mapped_files, |_| 1),
+            file_cache: BoundedCache::new("file", config.max_open_files, |_| 1),
             layout,
             config,
             journal,
@@ -374,7 +371,7 @@ impl Store {
                 .unwrap_or_default()
         };
         self.index_cache.invalidate_under(&app_dir);
-        self.map_cache.invalidate_under(&app_dir);
+        self.file_cache.invalidate_under(&app_dir);
         // Spark keeps no message for "application ended"; deleting the executors' block
         // manager dirs here is what Spark's standalone worker does at that point. The dirs
         // were checked against the allowed roots at registration.

@@ -1,6 +1,10 @@
 //! The read core: a block `(app, shuffle, map, partitions [start, end))` becomes slices of a
-//! memory-mapped data file (no copy), each checked against its stored CRC32 before it is
-//! handed out. A slice whose bytes no longer match is never served.
+//! memory map of just that range of the data file (no copy), each checked against its stored
+//! CRC32 before it is handed out. A slice whose bytes no longer match is never served.
+//!
+//! Only the requested range is mapped, and the mapping lives exactly as long as the slices
+//! handed out (until gRPC has encoded them): kess's resident memory follows the fetches in
+//! flight, not the bytes stored. Open files are cached; mappings are not.
 
 use std::fs::File;
 use std::ops::Range;
@@ -23,7 +27,9 @@ pub struct OpenBlock {
     owner: ExecutorId,
     key: MapKey,
     stored: Arc<StoredIndex>,
+    /// The mapped range, starting at file offset `base`.
     data: Bytes,
+    base: u64,
     start: u32,
     end: u32,
 }
@@ -68,7 +74,17 @@ impl Store {
         let stored = self.load_index(&key, &record)?;
         let dir = self.layout.map_dir(app, shuffle, map);
         let data_path = dir.join(MapFiles::new(shuffle, map).data);
-        let data = self.map_data(&key, &data_path, stored.index.data_len())?;
+        let (base, end_offset) =
+            stored
+                .index
+                .range(start, end)
+                .ok_or_else(|| StoreError::PartitionOutOfRange {
+                    key: key.clone(),
+                    start,
+                    end,
+                    num_partitions: stored.index.num_partitions(),
+                })?;
+        let data = self.map_range(&key, &data_path, stored.index.data_len(), base..end_offset)?;
         self.track(app, &record.executor, 0, 1);
         Ok(OpenBlock {
             store: Arc::clone(self),
@@ -77,6 +93,7 @@ impl Store {
             key,
             stored,
             data,
+            base,
             start,
             end,
         })
@@ -124,46 +141,72 @@ impl Store {
         })
     }
 
-    /// Maps a data file read-only (cached), checking it is as long as its index says.
-    pub(crate) fn map_data(
+    /// Maps bytes `range` of a data file read-only, checking the file is as long as its index
+    /// says.
+    pub(crate) fn map_range(
         &self,
         key: &MapKey,
         path: &Path,
         expected_len: u64,
+        range: Range<u64>,
     ) -> Result<Bytes, StoreError> {
-        let data = self
-            .map_cache
-            .get_or_load(path, || map_file(path))
-            .map_err(|e| StoreError::DamagedFiles {
-                key: key.clone(),
-                path: path.to_path_buf(),
-                reason: format!("cannot map data file: {e}"),
-            })?;
-        if data.len() as u64 != expected_len {
-            self.map_cache.invalidate(path);
-            return Err(StoreError::DamagedFiles {
-                key: key.clone(),
-                path: path.to_path_buf(),
-                reason: format!(
-                    "data file has {} bytes, its index says {expected_len}",
-                    data.len()
-                ),
-            });
+        let damaged = |reason: String| StoreError::DamagedFiles {
+            key: key.clone(),
+            path: path.to_path_buf(),
+            reason,
+        };
+        let file = self
+            .cached_file(path)
+            .map_err(|e| damaged(format!("cannot open data file: {e}")))?;
+        if file.len() != expected_len {
+            self.file_cache.invalidate(path);
+            return Err(damaged(format!(
+                "data file has {} bytes, its index says {expected_len}",
+                file.len()
+            )));
         }
-        Ok(data)
+        map_range(file.file(), range).map_err(|e| damaged(format!("cannot map data file: {e}")))
     }
 }
 
-/// Maps a whole file; the returned `Bytes` keeps the mapping alive while any slice of it lives.
-pub fn map_file(path: &Path) -> std::io::Result<Bytes> {
-    let file = File::open(path)?;
-    if file.metadata()?.len() == 0 {
+/// Maps bytes `range` of `file`; the returned `Bytes` keeps the mapping alive while any slice of
+/// it lives.
+pub fn map_range(file: &File, range: Range<u64>) -> std::io::Result<Bytes> {
+    if range.is_empty() {
         return Ok(Bytes::new());
     }
+    // Mappings start on a page boundary; map from the page holding `range.start`.
+    let page = page_size();
+    let aligned = range.start - range.start % page;
+    let skip = (range.start - aligned) as usize;
     // SAFETY: committed files are never written again; kess only renames and deletes them. A
     // mapping of a deleted file stays valid until unmapped.
-    let map = unsafe { memmap2::Mmap::map(&file)? };
-    Ok(Bytes::from_owner(map))
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(aligned)
+            .len(skip + (range.end - range.start) as usize)
+            .map(file)?
+    };
+    Ok(Bytes::from_owner(map).slice(skip..))
+}
+
+/// Maps a whole file.
+pub fn map_file(path: &Path) -> std::io::Result<Bytes> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    map_range(&file, 0..len)
+}
+
+fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .and_then(|p| u64::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .unwrap_or(4096)
+    })
 }
 
 impl OpenBlock {
@@ -188,7 +231,9 @@ impl OpenBlock {
                 end: partition + 1,
                 num_partitions: self.stored.index.num_partitions(),
             })?;
-        let data = self.data.slice(from as usize..to as usize);
+        let data = self
+            .data
+            .slice((from - self.base) as usize..(to - self.base) as usize);
         let expected = self.stored.crc32s[partition as usize];
         let actual = crc32fast::hash(&data);
         if actual != expected {

@@ -19,6 +19,16 @@ pub struct OpenFile {
     len: u64,
 }
 
+impl OpenFile {
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+}
+
 /// `len` bytes at `offset` of an open file: one block (or batch of blocks) to send.
 #[derive(Clone)]
 pub struct FileSegment {
@@ -167,16 +177,18 @@ impl Store {
     }
 
     fn open_spark_file(&self, path: &Path) -> Result<Arc<OpenFile>, SparkFileError> {
+        self.cached_file(path).map_err(|e| SparkFileError::Open {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// An open file from the file cache (shared by both protocols), opened on a miss.
+    pub(super) fn cached_file(&self, path: &Path) -> std::io::Result<Arc<OpenFile>> {
         self.file_cache.get_or_load(path, || {
-            let open = || -> std::io::Result<OpenFile> {
-                let file = File::open(path)?;
-                let len = file.metadata()?.len();
-                Ok(OpenFile { file, len })
-            };
-            open().map(Arc::new).map_err(|e| SparkFileError::Open {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })
+            let file = File::open(path)?;
+            let len = file.metadata()?.len();
+            Ok(Arc::new(OpenFile { file, len }))
         })
     }
 }
