@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 
-use tokio::io::{AsyncWriteExt, BufWriter, Interest};
+use nix::sys::socket::{self, MsgFlags};
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::codec::FramedRead;
@@ -20,6 +22,9 @@ use super::connection::{Reply, SparkConnection, SparkContext};
 use super::frame::SparkFrameCodec;
 use crate::metrics;
 use crate::store::FileSegment;
+
+/// Linux's MSG_MORE (`<sys/socket.h>`), which nix does not name.
+const MSG_MORE: MsgFlags = MsgFlags::from_bits_retain(0x8000);
 
 /// Bodies up to this size are copied into the write buffer; larger ones are sent with sendfile.
 const INLINE_BODY_MAX: u64 = 16 << 10;
@@ -91,7 +96,7 @@ async fn handle(
     let (read, write) = socket.into_split();
     let codec = SparkFrameCodec::new().with_max_frame_length(config.max_frame_bytes);
     let mut frames = FramedRead::new(read, codec);
-    let mut out = BufWriter::with_capacity(64 << 10, write);
+    let mut out = Outbox::new(write);
     let mut conn = SparkConnection::new(ctx, peer.clone());
     let mut scratch = Vec::with_capacity(INLINE_BODY_MAX as usize + 64);
     loop {
@@ -125,7 +130,7 @@ async fn handle(
                         tracing::error!(%peer, error = %e, "could not encode a reply; closing");
                         return Ok(());
                     }
-                    out.write_all(&buf).await?;
+                    out.push(&buf).await?;
                 }
                 Reply::WithBody { header, body } => {
                     if body.len() <= INLINE_BODY_MAX {
@@ -138,25 +143,82 @@ async fn handle(
                             metrics::error(metrics::SPARK, "read_failure");
                             return Ok(());
                         }
-                        out.write_all(&scratch).await?;
+                        out.push(&scratch).await?;
                     } else {
-                        out.write_all(&header).await?;
-                        out.flush().await?;
-                        send_file(out.get_ref().as_ref(), &body).await?;
+                        out.push(&header).await?;
+                        out.send_file(&body).await?;
                     }
                 }
             }
         }
         // Pipelined requests already buffered are answered before one flush.
         if frames.read_buffer().is_empty() || conn.close {
-            out.flush().await?;
+            out.flush(false).await?;
         }
         if conn.close {
             break;
         }
     }
-    out.flush().await?;
-    out.shutdown().await
+    out.flush(false).await?;
+    out.writer.shutdown().await
+}
+
+/// The write side of a connection: replies are gathered in one buffer and leave in few
+/// syscalls. Before a body goes out with sendfile, the buffered bytes (its frame header, and
+/// whatever small replies precede it) are sent with MSG_MORE, so header and body share TCP
+/// segments instead of the header leaving alone in a tiny packet.
+struct Outbox {
+    writer: OwnedWriteHalf,
+    buf: Vec<u8>,
+}
+
+impl Outbox {
+    const FLUSH_AT: usize = 64 << 10;
+
+    fn new(writer: OwnedWriteHalf) -> Self {
+        Self {
+            writer,
+            buf: Vec::with_capacity(Self::FLUSH_AT + INLINE_BODY_MAX as usize),
+        }
+    }
+
+    async fn push(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= Self::FLUSH_AT {
+            self.flush(false).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends everything buffered; `more` tells the kernel more data follows at once.
+    async fn flush(&mut self, more: bool) -> std::io::Result<()> {
+        let flags = if more {
+            MSG_MORE | MsgFlags::MSG_NOSIGNAL
+        } else {
+            MsgFlags::MSG_NOSIGNAL
+        };
+        let socket: &TcpStream = self.writer.as_ref();
+        let mut at = 0;
+        while at < self.buf.len() {
+            let pending = &self.buf[at..];
+            let sent = socket
+                .async_io(Interest::WRITABLE, || {
+                    socket::send(socket.as_raw_fd(), pending, flags).map_err(std::io::Error::from)
+                })
+                .await?;
+            if sent == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            at += sent;
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    async fn send_file(&mut self, body: &FileSegment) -> std::io::Result<()> {
+        self.flush(true).await?;
+        send_file(self.writer.as_ref(), body).await
+    }
 }
 
 /// Sends a file segment to the socket with sendfile(2), waiting for writability as needed. A
