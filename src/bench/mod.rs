@@ -140,6 +140,7 @@ async fn connect_all(url: &str) -> Result<Vec<ShuffleServiceClient<Channel>>, Bo
             .tcp_nodelay(true)
             .initial_connection_window_size(16 << 20)
             .initial_stream_window_size(8 << 20)
+            .max_frame_size(1 << 20)
             .connect()
             .await?;
         out.push(
