@@ -344,6 +344,44 @@ async fn a_missing_lease_is_created_then_renewed_with_its_resource_version() {
 }
 
 #[tokio::test]
+async fn the_leader_releases_its_lease_on_shutdown() {
+    let (client, mut handle) = mocked();
+    let mut elector = LeaderElector::new(
+        Api::<Lease>::namespaced(client, "kess-system"),
+        "kess-controller",
+        "replica-a",
+        Duration::from_secs(15),
+    );
+    let apiserver = async {
+        answer(&mut handle, 200, lease_json("replica-a", "4")).await;
+        answer(&mut handle, 200, lease_json("replica-a", "5")).await;
+    };
+    let (leads, ()) = tokio::join!(elector.step(), apiserver);
+    assert!(leads.expect("step"));
+
+    let apiserver = async {
+        let get = answer(&mut handle, 200, lease_json("replica-a", "5")).await;
+        assert_eq!(get.method, Method::GET);
+        let put = answer(&mut handle, 200, lease_json("", "6")).await;
+        assert_eq!(put.method, Method::PUT);
+        assert_eq!(put.path, format!("{LEASE_PATH}/kess-controller"));
+        assert_eq!(put.body["metadata"]["resourceVersion"], "5");
+        // No holder: the other replica takes over at its next step.
+        assert!(put.body["spec"]
+            .get("holderIdentity")
+            .is_none_or(Value::is_null));
+        assert_eq!(put.body["spec"]["leaseDurationSeconds"], 15);
+    };
+    let (released, ()) = tokio::join!(elector.release(), apiserver);
+    released.expect("release");
+    assert!(!elector.is_leader(std::time::Instant::now()));
+    // Releasing again does nothing: it no longer leads.
+    elector.release().await.expect("second release");
+    drop(elector);
+    assert!(handle.next_request().await.is_none());
+}
+
+#[tokio::test]
 async fn a_lease_held_by_a_renewing_replica_is_followed_without_writing() {
     let (client, mut handle) = mocked();
     let mut elector = LeaderElector::new(

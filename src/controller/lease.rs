@@ -162,6 +162,47 @@ impl LeaderElector {
         }
     }
 
+    /// Gives the lease up (on shutdown), so another replica takes over at its next step instead
+    /// of waiting out the lease duration. Only a lease this replica still holds is touched; a
+    /// conflict means someone else already has it, which is fine.
+    pub async fn release(&mut self) -> Result<(), kube::Error> {
+        if self.renewed_at.take().is_none() {
+            return Ok(());
+        }
+        let Some(current) = self.api.get_opt(&self.name).await? else {
+            return Ok(());
+        };
+        let spec = current.spec.clone().unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        let released = Lease {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                resource_version: current.metadata.resource_version,
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: None,
+                acquire_time: None,
+                renew_time: None,
+                ..spec
+            }),
+        };
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &released)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(identity = %self.identity, lease = %self.name, "released the controller lease");
+                Ok(())
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     fn held_lease(
         &self,
         resource_version: Option<String>,

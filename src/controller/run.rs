@@ -725,6 +725,13 @@ pub async fn run(args: ControllerArgs, metrics_handle: PrometheusHandle) -> Resu
     }
     readiness.set(false);
     tracing::info!("signal received; controller stopping");
+    if let Err(source) = elector.release().await {
+        ControllerError::Lease {
+            lease: args.lease_name.clone(),
+            source,
+        }
+        .record();
+    }
     Ok(())
 }
 
