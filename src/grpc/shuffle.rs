@@ -5,8 +5,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::status::{blocking, invalid_argument, to_status};
@@ -19,14 +17,10 @@ use crate::proto::{
     RegisterExecutorRequest, RegisterExecutorResponse, UnregisterExecutorRequest,
     UnregisterExecutorResponse,
 };
-use crate::store::{OpenBlock, PushRequest, Store};
+use crate::store::{OpenBlock, PushRequest, Store, VerifiedPartition};
 
 /// Most block ranges one fetch request may name.
 pub const MAX_BLOCKS_PER_FETCH: usize = 16_384;
-
-/// Chunks queued ahead of the client per fetch stream: enough to keep the connection busy,
-/// few enough that memory grows with streams, not with bytes requested.
-const FETCH_QUEUE_DEPTH: usize = 4;
 
 pub struct ShuffleApi {
     store: Arc<Store>,
@@ -182,56 +176,102 @@ impl ShuffleService for ShuffleApi {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(to_status)?;
-        let (tx, rx) = mpsc::channel(FETCH_QUEUE_DEPTH);
-        tokio::spawn(send_blocks(blocks, chunk_bytes, tx, started));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let chunks = ChunkIter {
+            blocks,
+            chunk_bytes,
+            started,
+            block_index: 0,
+            current: None,
+            done: false,
+            _active: ActiveStream::start(metrics::GRPC, "fetch"),
+        };
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 }
 
-/// Sends every partition of every block as chunks; stops at the first corrupt partition (its
-/// error is the stream's final status) or when the client goes away.
-async fn send_blocks(
+/// Every partition of every block as chunks, produced when the connection asks for the next
+/// one: the bytes are already mapped, so no task or queue stands between the map and the
+/// encoder, and memory stays bounded by HTTP/2 flow control. Ends after the first corrupt
+/// partition (its error is the stream's final status); dropped when the client goes away.
+struct ChunkIter {
     blocks: Vec<OpenBlock>,
     chunk_bytes: usize,
-    tx: mpsc::Sender<Result<FetchedChunk, Status>>,
     started: Instant,
-) {
-    let _active = ActiveStream::start(metrics::GRPC, "fetch");
-    for (block_index, block) in blocks.iter().enumerate() {
-        for partition in block.partitions() {
-            let verified = match block.partition(partition) {
-                Ok(v) => v,
-                Err(e) => {
-                    let _ = tx.send(Err(to_status(e))).await;
-                    return;
-                }
+    block_index: usize,
+    /// The partition being sent: its number, verified bytes and the next offset.
+    current: Option<(u32, VerifiedPartition, usize)>,
+    done: bool,
+    _active: ActiveStream,
+}
+
+impl ChunkIter {
+    /// Moves to the next partition with bytes left; `None` when every block is sent.
+    fn next_partition(&mut self) -> Option<Result<(), Status>> {
+        loop {
+            let block = self.blocks.get(self.block_index)?;
+            let next = match &self.current {
+                Some((p, _, _)) => p + 1,
+                None => block.partitions().start,
             };
-            let total = verified.data.len();
-            let mut offset = 0;
-            loop {
-                let end = (offset + chunk_bytes).min(total);
-                let chunk = FetchedChunk {
-                    block_index: block_index as u32,
-                    partition,
-                    offset: offset as u64,
-                    // A slice of the memory map: no copy until gRPC encodes the message.
-                    data: verified.data.slice(offset..end),
-                    partition_length: total as u64,
-                    partition_crc32: verified.crc32,
-                    last: end == total,
-                };
-                if tx.send(Ok(chunk)).await.is_err() {
-                    tracing::debug!(key = %block.key(), "fetch client went away");
-                    return;
-                }
-                metrics::bytes_served(metrics::GRPC, (end - offset) as u64);
-                offset = end;
-                if offset == total {
-                    break;
-                }
+            if next >= block.partitions().end {
+                self.block_index += 1;
+                self.current = None;
+                continue;
             }
-            metrics::block_served(metrics::GRPC);
+            match block.partition(next) {
+                Ok(verified) => {
+                    self.current = Some((next, verified, 0));
+                    return Some(Ok(()));
+                }
+                Err(e) => return Some(Err(to_status(e))),
+            }
         }
     }
-    metrics::fetch_latency(metrics::GRPC, started.elapsed());
+}
+
+impl Iterator for ChunkIter {
+    type Item = Result<FetchedChunk, Status>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if let Some((partition, verified, offset)) = &mut self.current {
+                let total = verified.data.len();
+                // An empty partition still gets one (empty) chunk, so the client sees it.
+                if *offset < total || (total == 0 && *offset == 0) {
+                    let end = (*offset + self.chunk_bytes).min(total);
+                    let chunk = FetchedChunk {
+                        block_index: self.block_index as u32,
+                        partition: *partition,
+                        offset: *offset as u64,
+                        // A slice of the memory map: no copy until gRPC encodes the message.
+                        data: verified.data.slice(*offset..end),
+                        partition_length: total as u64,
+                        partition_crc32: verified.crc32,
+                        last: end == total,
+                    };
+                    metrics::bytes_served(metrics::GRPC, (end - *offset) as u64);
+                    *offset = if total == 0 { 1 } else { end };
+                    if chunk.last {
+                        metrics::block_served(metrics::GRPC);
+                    }
+                    return Some(Ok(chunk));
+                }
+            }
+            match self.next_partition() {
+                Some(Ok(())) => continue,
+                Some(Err(status)) => {
+                    self.done = true;
+                    return Some(Err(status));
+                }
+                None => {
+                    self.done = true;
+                    metrics::fetch_latency(metrics::GRPC, self.started.elapsed());
+                    return None;
+                }
+            }
+        }
+    }
 }
