@@ -177,7 +177,7 @@ impl ShuffleService for ShuffleApi {
             .collect::<Result<Vec<_>, _>>()
             .map_err(to_status)?;
         let chunks = ChunkIter {
-            blocks,
+            blocks: blocks.into(),
             chunk_bytes,
             started,
             block_index: 0,
@@ -194,7 +194,9 @@ impl ShuffleService for ShuffleApi {
 /// encoder, and memory stays bounded by HTTP/2 flow control. Ends after the first corrupt
 /// partition (its error is the stream's final status); dropped when the client goes away.
 struct ChunkIter {
-    blocks: Vec<OpenBlock>,
+    /// Blocks not yet sent; each is dropped (its mapping unmapped) once its last chunk is out, so
+    /// a stream holds one block's pages at a time however many blocks it names.
+    blocks: std::collections::VecDeque<OpenBlock>,
     chunk_bytes: usize,
     started: Instant,
     block_index: usize,
@@ -208,14 +210,15 @@ impl ChunkIter {
     /// Moves to the next partition with bytes left; `None` when every block is sent.
     fn next_partition(&mut self) -> Option<Result<(), Status>> {
         loop {
-            let block = self.blocks.get(self.block_index)?;
+            let block = self.blocks.front()?;
             let next = match &self.current {
                 Some((p, _, _)) => p + 1,
                 None => block.partitions().start,
             };
             if next >= block.partitions().end {
-                self.block_index += 1;
                 self.current = None;
+                self.blocks.pop_front();
+                self.block_index += 1;
                 continue;
             }
             match block.partition(next) {
