@@ -119,7 +119,7 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
     let grpc = if args.no_grpc {
         None
     } else {
-        Some(connect_grpc(kess.grpc_addr).await?)
+        Some(super::connect_all(&format!("http://{}", kess.grpc_addr)).await?)
     };
     println!(
         "{:>8} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -468,25 +468,6 @@ impl Measure {
             server,
         })
     }
-}
-
-async fn connect_grpc(addr: SocketAddr) -> Result<Vec<ShuffleServiceClient<Channel>>, BoxError> {
-    let mut out = Vec::new();
-    for _ in 0..8 {
-        let channel = Channel::from_shared(format!("http://{addr}"))?
-            .tcp_nodelay(true)
-            .initial_connection_window_size(16 << 20)
-            .initial_stream_window_size(8 << 20)
-            .max_frame_size(1 << 20)
-            .connect()
-            .await?;
-        out.push(
-            ShuffleServiceClient::new(channel)
-                .max_decoding_message_size(16 << 20)
-                .max_encoding_message_size(16 << 20),
-        );
-    }
-    Ok(out)
 }
 
 /// Pushes a copy of every map output into kess over gRPC, partition by partition.

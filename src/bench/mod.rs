@@ -133,7 +133,8 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
-async fn connect_all(url: &str) -> Result<Vec<ShuffleServiceClient<Channel>>, BoxError> {
+/// MAX_CONNECTIONS gRPC connections tuned for bulk fetches (large windows and HTTP/2 frames).
+pub(crate) async fn connect_all(url: &str) -> Result<Vec<ShuffleServiceClient<Channel>>, BoxError> {
     let mut out = Vec::new();
     for _ in 0..MAX_CONNECTIONS {
         let channel = Channel::from_shared(url.to_string())?
