@@ -25,6 +25,7 @@ pub const APPS_REMOVED: &str = "kess_applications_removed_total";
 pub const BYTES_FREED: &str = "kess_bytes_freed_total";
 pub const CACHE_LOOKUPS: &str = "kess_cache_lookups_total";
 pub const SPARK_REGISTRATIONS: &str = "kess_spark_registrations_total";
+pub const SPARK_BLOCKS_REMOVED: &str = "kess_spark_blocks_removed_total";
 pub const SPARK_OPEN_STREAMS: &str = "kess_spark_open_streams";
 pub const SPARK_CONNECTIONS: &str = "kess_spark_connections";
 pub const CORRUPTION_DIAGNOSES: &str = "kess_spark_corruption_diagnoses_total";
@@ -157,6 +158,10 @@ pub fn app_removed(bytes_freed: u64) {
 
 pub fn spark_registration() {
     counter!(SPARK_REGISTRATIONS).increment(1);
+}
+
+pub fn spark_blocks_removed(n: u64) {
+    counter!(SPARK_BLOCKS_REMOVED).increment(n);
 }
 
 pub fn spark_open_streams(delta: f64) {

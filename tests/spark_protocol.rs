@@ -332,6 +332,7 @@ async fn serves_the_captured_shuffle_files_as_spark_expects() {
         751.0
     );
     assert_eq!(metric(&page, "kess_spark_registrations_total"), 2.0);
+    assert_eq!(metric(&page, "kess_spark_blocks_removed_total"), 2.0);
     assert_eq!(
         metric(
             &page,

@@ -336,6 +336,8 @@ impl SparkConnection {
                         }
                     }
                 }
+                metrics::spark_blocks_removed(removed as u64);
+                tracing::info!(app = %m.app_id, executor = %m.exec_id, asked = m.block_ids.len(), removed, "Spark RemoveBlocks");
                 encode(BlockTransferMessage::BlocksRemoved(BlocksRemoved {
                     num_removed_blocks: removed,
                 }))
