@@ -67,13 +67,13 @@ pub(crate) struct FetchRequest {
     pub reduce: i32,
 }
 
-/// What one run measured.
+/// What one run measured (latencies sorted).
 #[derive(Debug, Clone)]
-struct RunResult {
-    bytes: u64,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-    server: Option<ProcessStats>,
+pub(crate) struct RunResult {
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub latencies: Vec<Duration>,
+    pub server: Option<ProcessStats>,
 }
 
 impl RunResult {
@@ -185,12 +185,6 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
                 _ => None,
             };
             let limit = super::sendfile::run(Arc::clone(&sendfile), &requests, concurrency)?;
-            let limit = RunResult {
-                bytes: limit.bytes,
-                elapsed: limit.elapsed,
-                latencies: limit.latencies,
-                server: None,
-            };
             label("sendfile", &limit);
             let kess_grpc = match &grpc {
                 Some(grpc) => {

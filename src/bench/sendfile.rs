@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::ess::FetchRequest;
+use super::ess::{FetchRequest, RunResult};
 use super::spark_shuffle::SparkShuffle;
 use crate::daemon::BoxError;
 
@@ -55,18 +55,11 @@ impl SendfileSource {
     }
 }
 
-/// What a sendfile run moved.
-pub struct SendfileRun {
-    pub bytes: u64,
-    pub elapsed: Duration,
-    pub latencies: Vec<Duration>,
-}
-
 pub fn run(
     source: Arc<SendfileSource>,
     requests: &Arc<Vec<FetchRequest>>,
     concurrency: usize,
-) -> Result<SendfileRun, BoxError> {
+) -> Result<RunResult, BoxError> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let server = {
@@ -131,10 +124,11 @@ pub fn run(
     let elapsed = started.elapsed();
     server.join().map_err(|_| "server panicked")??;
     latencies.sort_unstable();
-    Ok(SendfileRun {
+    Ok(RunResult {
         bytes,
         elapsed,
         latencies,
+        server: None,
     })
 }
 
