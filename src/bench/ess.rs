@@ -345,7 +345,7 @@ async fn fetch_spark(
                         &app,
                         &SparkShuffle::exec_id(r.executor),
                         shuffle.shuffle_id,
-                        &shuffle.maps_of(r.executor),
+                        shuffle.maps_of(r.executor),
                         r.reduce,
                     )
                     .await?;
@@ -385,8 +385,8 @@ async fn fetch_grpc(
                 let started = Instant::now();
                 let blocks = shuffle
                     .maps_of(r.executor)
-                    .into_iter()
-                    .map(|map| BlockRange {
+                    .iter()
+                    .map(|&map| BlockRange {
                         shuffle_id: shuffle.shuffle_id as u32,
                         map_id: map as u64,
                         start_partition: r.reduce as u32,

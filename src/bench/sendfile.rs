@@ -20,11 +20,11 @@ pub struct SendfileSource {
     files: Vec<File>,
     /// Per map, the offset of each partition (and the end).
     offsets: Vec<Vec<u64>>,
-    maps_of_executor: Vec<Vec<i64>>,
+    shuffle: Arc<SparkShuffle>,
 }
 
 impl SendfileSource {
-    pub fn open(shuffle: &SparkShuffle) -> Result<Self, BoxError> {
+    pub fn open(shuffle: &Arc<SparkShuffle>) -> Result<Self, BoxError> {
         let mut files = Vec::new();
         let mut offsets = Vec::new();
         for map in 0..shuffle.maps {
@@ -40,14 +40,12 @@ impl SendfileSource {
         Ok(Self {
             files,
             offsets,
-            maps_of_executor: (0..shuffle.executors())
-                .map(|e| shuffle.maps_of(e))
-                .collect(),
+            shuffle: Arc::clone(shuffle),
         })
     }
 
     fn blocks(&self, r: FetchRequest) -> impl Iterator<Item = (&File, u64, u64)> + '_ {
-        self.maps_of_executor[r.executor].iter().map(move |&m| {
+        self.shuffle.maps_of(r.executor).iter().map(move |&m| {
             let o = &self.offsets[m as usize];
             let p = r.reduce as usize;
             (&self.files[m as usize], o[p], o[p + 1] - o[p])

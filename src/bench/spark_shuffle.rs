@@ -39,6 +39,8 @@ pub struct SparkShuffle {
     pub executor_dirs: Vec<PathBuf>,
     /// Size of block (map, partition), row-major.
     pub block_sizes: Vec<u64>,
+    /// The maps of each executor, computed once (fetch loops ask for them per request).
+    maps_by_executor: Vec<Vec<i64>>,
 }
 
 impl SparkShuffle {
@@ -50,10 +52,8 @@ impl SparkShuffle {
         e.to_string()
     }
 
-    pub fn maps_of(&self, executor: usize) -> Vec<i64> {
-        (0..self.maps)
-            .filter(|m| *m as usize % self.executors() == executor)
-            .collect()
+    pub fn maps_of(&self, executor: usize) -> &[i64] {
+        &self.maps_by_executor[executor]
     }
 
     pub fn block_size(&self, map: i64, partition: i32) -> u64 {
@@ -113,12 +113,16 @@ impl SparkShuffle {
         let executor_dirs = (0..executors)
             .map(|e| root.join(format!("executor-{e}/blockmgr-bench")))
             .collect();
+        let maps_by_executor = (0..executors)
+            .map(|e| (0..maps).filter(|m| *m as usize % executors == e).collect())
+            .collect();
         let shuffle = Self {
             shuffle_id: 0,
             maps,
             partitions,
             executor_dirs,
             block_sizes,
+            maps_by_executor,
         };
         shuffle.write_files()?;
         Ok(shuffle)

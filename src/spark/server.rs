@@ -98,7 +98,6 @@ async fn handle(
     let mut frames = FramedRead::new(read, codec);
     let mut out = Outbox::new(write);
     let mut conn = SparkConnection::new(ctx, peer.clone());
-    let mut scratch = Vec::with_capacity(INLINE_BODY_MAX as usize + 64);
     loop {
         let draining = *shutdown.borrow();
         if draining && !conn.has_open_streams() {
@@ -134,16 +133,14 @@ async fn handle(
                 }
                 Reply::WithBody { header, body } => {
                     if body.len() <= INLINE_BODY_MAX {
-                        scratch.clear();
-                        scratch.extend_from_slice(&header);
-                        // The header is not written yet, so a failed read can still be refused
-                        // cleanly: close the connection, Spark retries the fetch.
-                        if let Err(e) = body.read_into(&mut scratch) {
+                        // Header and body go into the buffer together; a failed read leaves
+                        // neither, so the connection can close cleanly and Spark retries.
+                        if let Err(e) = out.append_inline(&header, &body) {
                             tracing::warn!(%peer, error = %e, "could not read a block; closing");
                             metrics::error(metrics::SPARK, "read_failure");
                             return Ok(());
                         }
-                        out.push(&scratch).await?;
+                        out.flush_if_full().await?;
                     } else {
                         out.push(&header).await?;
                         out.send_file(&body).await?;
@@ -184,6 +181,19 @@ impl Outbox {
 
     async fn push(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.buf.extend_from_slice(bytes);
+        self.flush_if_full().await
+    }
+
+    /// Buffers a frame header and its (small) body read from the file; on a read error the
+    /// buffer is left as it was.
+    fn append_inline(&mut self, header: &[u8], body: &FileSegment) -> std::io::Result<()> {
+        let mark = self.buf.len();
+        self.buf.extend_from_slice(header);
+        body.read_into(&mut self.buf)
+            .inspect_err(|_| self.buf.truncate(mark))
+    }
+
+    async fn flush_if_full(&mut self) -> std::io::Result<()> {
         if self.buf.len() >= Self::FLUSH_AT {
             self.flush(false).await?;
         }

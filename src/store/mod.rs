@@ -167,7 +167,7 @@ pub struct Store {
     state: Mutex<State>,
     index_cache: BoundedCache<Arc<StoredIndex>>,
     /// Open data files (kess's own outputs, mapped per fetch; Spark's, sent with sendfile).
-    file_cache: BoundedCache<Arc<spark_files::OpenFile>>,
+    file_cache: BoundedCache<Arc<read::OpenFile>>,
 }
 
 impl Store {

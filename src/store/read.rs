@@ -19,6 +19,22 @@ use super::{CommitRecord, Store, StoredIndex};
 use crate::error::{MapKey, StoreError};
 use crate::ids::{AppId, ExecutorId};
 
+/// An open data file and its length when it was opened (kept in the store's file cache).
+pub struct OpenFile {
+    file: File,
+    len: u64,
+}
+
+impl OpenFile {
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+}
+
 /// A committed output opened for reading. While it lives, the owning executor counts a fetch in
 /// flight (the controller reads that).
 pub struct OpenBlock {
@@ -138,6 +154,15 @@ impl Store {
                 index,
                 crc32s: sums.into_iter().map(|s| s as u32).collect(),
             }))
+        })
+    }
+
+    /// An open file from the file cache (shared by both protocols), opened on a miss.
+    pub(super) fn cached_file(&self, path: &Path) -> std::io::Result<Arc<OpenFile>> {
+        self.file_cache.get_or_load(path, || {
+            let file = File::open(path)?;
+            let len = file.metadata()?.len();
+            Ok(Arc::new(OpenFile { file, len }))
         })
     }
 

@@ -4,30 +4,14 @@
 //! `sendfile(2)`: the bytes go from the page cache to the socket without entering kess's memory,
 //! so kess's resident memory does not grow with the bytes it serves.
 
-use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::index::ShuffleIndex;
+use super::read::OpenFile;
 use super::{Store, StoredIndex};
-
-/// An open data file and its length when it was opened.
-pub struct OpenFile {
-    file: File,
-    len: u64,
-}
-
-impl OpenFile {
-    pub fn file(&self) -> &File {
-        &self.file
-    }
-
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-}
 
 /// `len` bytes at `offset` of an open file: one block (or batch of blocks) to send.
 #[derive(Clone)]
@@ -51,7 +35,7 @@ impl FileSegment {
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
-        self.file.file.as_fd()
+        self.file.file().as_fd()
     }
 
     /// Reads the segment into `dst` (used for small blocks, which are cheaper to copy into the
@@ -59,7 +43,9 @@ impl FileSegment {
     pub fn read_into(&self, dst: &mut Vec<u8>) -> std::io::Result<()> {
         let start = dst.len();
         dst.resize(start + self.len as usize, 0);
-        self.file.file.read_exact_at(&mut dst[start..], self.offset)
+        self.file
+            .file()
+            .read_exact_at(&mut dst[start..], self.offset)
     }
 }
 use crate::registry::SparkExecutorInfo;
@@ -134,14 +120,14 @@ impl Store {
         let (from, to) = stored.index.range(s, e).ok_or_else(out_of_range)?;
         let data_path = self.spark_file_path(info, &hash::shuffle_data_file_name(shuffle, map))?;
         let mut data = self.open_spark_file(&data_path)?;
-        if data.len < to {
+        if data.len() < to {
             // The index is newer than the file we opened (a map task re-ran): open it again once.
             self.file_cache.invalidate(&data_path);
             data = self.open_spark_file(&data_path)?;
-            if data.len < to {
+            if data.len() < to {
                 return Err(SparkFileError::Damaged {
                     path: data_path,
-                    reason: format!("{} bytes, the index needs {to}", data.len),
+                    reason: format!("{} bytes, the index needs {to}", data.len()),
                 });
             }
         }
@@ -164,7 +150,7 @@ impl Store {
         }
         let file = self.open_spark_file(&path)?;
         Ok(Some(FileSegment {
-            len: file.len,
+            len: file.len(),
             file,
             offset: 0,
         }))
@@ -180,15 +166,6 @@ impl Store {
         self.cached_file(path).map_err(|e| SparkFileError::Open {
             path: path.to_path_buf(),
             reason: e.to_string(),
-        })
-    }
-
-    /// An open file from the file cache (shared by both protocols), opened on a miss.
-    pub(super) fn cached_file(&self, path: &Path) -> std::io::Result<Arc<OpenFile>> {
-        self.file_cache.get_or_load(path, || {
-            let file = File::open(path)?;
-            let len = file.metadata()?.len();
-            Ok(Arc::new(OpenFile { file, len }))
         })
     }
 }
