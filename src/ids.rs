@@ -85,6 +85,14 @@ macro_rules! id_type {
             }
         }
 
+        /// Lookups by the raw string need no parsing (or allocation): an invalid string is
+        /// simply not found.
+        impl std::borrow::Borrow<str> for $ty {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl fmt::Display for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)

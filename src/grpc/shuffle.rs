@@ -4,12 +4,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::BytesMut;
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::status::{blocking, invalid_argument, to_status};
 use crate::ids::{AppId, ExecutorId};
-use crate::metrics::{self, ActiveStream};
+use crate::metrics::{self, ActiveStream, ServedCounters};
 use crate::proto::push_map_output_request::Item;
 use crate::proto::shuffle_service_server::ShuffleService;
 use crate::proto::{
@@ -17,7 +18,7 @@ use crate::proto::{
     RegisterExecutorRequest, RegisterExecutorResponse, UnregisterExecutorRequest,
     UnregisterExecutorResponse,
 };
-use crate::store::{OpenBlock, PushRequest, Store, VerifiedPartition};
+use crate::store::{OpenBlock, PartitionCursor, PushRequest, Store};
 
 /// Most block ranges one fetch request may name.
 pub const MAX_BLOCKS_PER_FETCH: usize = 16_384;
@@ -26,6 +27,7 @@ pub struct ShuffleApi {
     store: Arc<Store>,
     default_chunk_bytes: usize,
     max_chunk_bytes: usize,
+    served: ServedCounters,
 }
 
 impl ShuffleApi {
@@ -37,6 +39,7 @@ impl ShuffleApi {
             store,
             default_chunk_bytes: default_chunk_bytes.clamp(4096, max_chunk_bytes),
             max_chunk_bytes,
+            served: ServedCounters::new(metrics::GRPC),
         }
     }
 }
@@ -182,6 +185,8 @@ impl ShuffleService for ShuffleApi {
             started,
             block_index: 0,
             current: None,
+            buf: BytesMut::new(),
+            served: self.served.clone(),
             done: false,
             _active: ActiveStream::start(metrics::GRPC, "fetch"),
         };
@@ -189,30 +194,34 @@ impl ShuffleService for ShuffleApi {
     }
 }
 
-/// Every partition of every block as chunks, produced when the connection asks for the next
-/// one: the bytes are already mapped, so no task or queue stands between the map and the
-/// encoder, and memory stays bounded by HTTP/2 flow control. Ends after the first corrupt
-/// partition (its error is the stream's final status); dropped when the client goes away.
+/// Every partition of every block as chunks, each read from disk when the connection asks for
+/// the next one: no task or queue stands between the file and the encoder, and memory stays
+/// bounded by HTTP/2 flow control. Ends after the first corrupt partition (its error is the
+/// stream's final status, sent instead of the partition's last chunk); dropped when the client
+/// goes away.
 struct ChunkIter {
-    /// Blocks not yet sent; each is dropped (its mapping unmapped) once its last chunk is out, so
-    /// a stream holds one block's pages at a time however many blocks it names.
+    /// Blocks not yet sent; each is dropped once its last chunk is out.
     blocks: std::collections::VecDeque<OpenBlock>,
     chunk_bytes: usize,
     started: Instant,
     block_index: usize,
-    /// The partition being sent: its number, verified bytes and the next offset.
-    current: Option<(u32, VerifiedPartition, usize)>,
+    /// The partition being sent.
+    current: Option<PartitionCursor>,
+    /// Chunks are read into this; gRPC has encoded (and dropped) a chunk before it asks for
+    /// the next, so one allocation serves the whole stream.
+    buf: BytesMut,
+    served: ServedCounters,
     done: bool,
     _active: ActiveStream,
 }
 
 impl ChunkIter {
-    /// Moves to the next partition with bytes left; `None` when every block is sent.
+    /// Moves to the next partition; `None` when every block is sent.
     fn next_partition(&mut self) -> Option<Result<(), Status>> {
         loop {
             let block = self.blocks.front()?;
             let next = match &self.current {
-                Some((p, _, _)) => p + 1,
+                Some(cursor) => cursor.partition() + 1,
                 None => block.partitions().start,
             };
             if next >= block.partitions().end {
@@ -221,14 +230,39 @@ impl ChunkIter {
                 self.block_index += 1;
                 continue;
             }
-            match block.partition(next) {
-                Ok(verified) => {
-                    self.current = Some((next, verified, 0));
+            match block.cursor(next) {
+                Ok(cursor) => {
+                    self.current = Some(cursor);
                     return Some(Ok(()));
                 }
                 Err(e) => return Some(Err(to_status(e))),
             }
         }
+    }
+
+    /// The next chunk of the current partition, if it has one left.
+    fn next_chunk(&mut self) -> Option<Result<FetchedChunk, Status>> {
+        let cursor = self.current.as_mut().filter(|c| !c.is_finished())?;
+        let block = self.blocks.front()?;
+        let offset = cursor.position();
+        let data = match block.read_chunk(cursor, self.chunk_bytes, &mut self.buf) {
+            Ok(data) => data,
+            Err(e) => return Some(Err(to_status(e))),
+        };
+        self.served.bytes(data.len() as u64);
+        let last = cursor.is_finished();
+        if last {
+            self.served.block();
+        }
+        Some(Ok(FetchedChunk {
+            block_index: self.block_index as u32,
+            partition: cursor.partition(),
+            offset,
+            data,
+            partition_length: cursor.len(),
+            partition_crc32: cursor.crc32(),
+            last,
+        }))
     }
 }
 
@@ -240,28 +274,13 @@ impl Iterator for ChunkIter {
             return None;
         }
         loop {
-            if let Some((partition, verified, offset)) = &mut self.current {
-                let total = verified.data.len();
-                // An empty partition still gets one (empty) chunk, so the client sees it.
-                if *offset < total || (total == 0 && *offset == 0) {
-                    let end = (*offset + self.chunk_bytes).min(total);
-                    let chunk = FetchedChunk {
-                        block_index: self.block_index as u32,
-                        partition: *partition,
-                        offset: *offset as u64,
-                        // A slice of the memory map: no copy until gRPC encodes the message.
-                        data: verified.data.slice(*offset..end),
-                        partition_length: total as u64,
-                        partition_crc32: verified.crc32,
-                        last: end == total,
-                    };
-                    metrics::bytes_served(metrics::GRPC, (end - *offset) as u64);
-                    *offset = if total == 0 { 1 } else { end };
-                    if chunk.last {
-                        metrics::block_served(metrics::GRPC);
-                    }
-                    return Some(Ok(chunk));
+            match self.next_chunk() {
+                Some(Ok(chunk)) => return Some(Ok(chunk)),
+                Some(Err(status)) => {
+                    self.done = true;
+                    return Some(Err(status));
                 }
+                None => {}
             }
             match self.next_partition() {
                 Some(Ok(())) => continue,

@@ -32,6 +32,7 @@ pub struct SparkContext {
     /// When set, clients must authenticate with SASL DIGEST-MD5 using this secret.
     pub auth_secret: Option<String>,
     next_stream_id: AtomicI64,
+    served: metrics::ServedCounters,
 }
 
 impl SparkContext {
@@ -47,6 +48,7 @@ impl SparkContext {
             allowed_roots,
             auth_secret,
             next_stream_id: AtomicI64::new(start),
+            served: metrics::ServedCounters::new(metrics::SPARK),
         }
     }
 }
@@ -409,13 +411,10 @@ impl SparkConnection {
     }
 
     fn executor(&self, app: &str, exec: &str) -> Result<Arc<SparkExecutorInfo>, String> {
-        let not_registered = || format!("Executor is not registered (appId={app}, execId={exec})");
-        let app_id = AppId::parse(app).map_err(|_| not_registered())?;
-        let exec_id = ExecutorId::parse(exec).map_err(|_| not_registered())?;
         self.ctx
             .store
-            .spark_executor(&app_id, &exec_id)
-            .ok_or_else(not_registered)
+            .spark_executor(app, exec)
+            .ok_or_else(|| format!("Executor is not registered (appId={app}, execId={exec})"))
     }
 
     fn open_stream(&mut self, app: String, chunks: Vec<Chunk>) -> RpcResult {
@@ -476,8 +475,8 @@ impl SparkConnection {
         let served = self.read_chunk(&app, chunk);
         match &served {
             Ok(body) => {
-                metrics::bytes_served(metrics::SPARK, body.len());
-                metrics::block_served(metrics::SPARK);
+                self.ctx.served.bytes(body.len());
+                self.ctx.served.block();
             }
             Err(e) => {
                 metrics::error(metrics::SPARK, "chunk_failure");

@@ -1,27 +1,31 @@
 //! A small LRU bounded by total weight, shared by the index cache (weight = bytes) and the map
 //! cache (weight = 1 per mapped file, which bounds address-space use and open mappings).
 
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::path::Path;
 use std::sync::Mutex;
 
 use lru::LruCache;
 
 pub struct BoundedCache<V> {
-    name: &'static str,
+    counters: crate::metrics::CacheCounters,
     max_weight: usize,
     weigh: fn(&V) -> usize,
     inner: Mutex<Inner<V>>,
 }
 
 struct Inner<V> {
-    entries: LruCache<PathBuf, V>,
+    /// Keyed by the path's bytes: hashing a `Path` walks its components, which showed in
+    /// profiles of the per-block lookups. Paths are always built the same way, so equal files
+    /// have equal bytes.
+    entries: LruCache<OsString, V>,
     weight: usize,
 }
 
 impl<V: Clone> BoundedCache<V> {
     pub fn new(name: &'static str, max_weight: usize, weigh: fn(&V) -> usize) -> Self {
         Self {
-            name,
+            counters: crate::metrics::CacheCounters::new(name),
             max_weight: max_weight.max(1),
             weigh,
             inner: Mutex::new(Inner {
@@ -34,15 +38,15 @@ impl<V: Clone> BoundedCache<V> {
     /// Returns the cached value for `key`, or loads it (outside the lock, so a slow disk does not
     /// stall other readers) and caches it. Two racing loads of one key both succeed; one wins.
     pub fn get_or_load<E>(&self, key: &Path, load: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
-        if let Some(v) = self.lock().entries.get(key).cloned() {
-            crate::metrics::cache_lookup(self.name, true);
+        if let Some(v) = self.lock().entries.get(key.as_os_str()).cloned() {
+            self.counters.lookup(true);
             return Ok(v);
         }
-        crate::metrics::cache_lookup(self.name, false);
+        self.counters.lookup(false);
         let value = load()?;
         let w = (self.weigh)(&value);
         let mut inner = self.lock();
-        if let Some(old) = inner.entries.put(key.to_path_buf(), value.clone()) {
+        if let Some(old) = inner.entries.put(key.as_os_str().to_owned(), value.clone()) {
             inner.weight -= (self.weigh)(&old);
         }
         inner.weight += w;
@@ -59,10 +63,10 @@ impl<V: Clone> BoundedCache<V> {
     /// its deleted files are unmapped and their disk space is really freed).
     pub fn invalidate_under(&self, dir: &Path) {
         let mut inner = self.lock();
-        let doomed: Vec<PathBuf> = inner
+        let doomed: Vec<OsString> = inner
             .entries
             .iter()
-            .filter(|(k, _)| k.starts_with(dir))
+            .filter(|(k, _)| Path::new(k).starts_with(dir))
             .map(|(k, _)| k.clone())
             .collect();
         for k in doomed {
@@ -74,7 +78,7 @@ impl<V: Clone> BoundedCache<V> {
 
     pub fn invalidate(&self, key: &Path) {
         let mut inner = self.lock();
-        if let Some(old) = inner.entries.pop(key) {
+        if let Some(old) = inner.entries.pop(key.as_os_str()) {
             inner.weight -= (self.weigh)(&old);
         }
     }

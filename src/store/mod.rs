@@ -30,7 +30,7 @@ use index::ShuffleIndex;
 use layout::Layout;
 
 pub use push::{CommitOutcome, PendingMapOutput, PushRequest, MAX_PARTITIONS};
-pub use read::{map_file, OpenBlock, VerifiedPartition};
+pub use read::{OpenBlock, PartitionCursor, VerifiedPartition};
 pub use spark_files::SparkFileError;
 
 #[derive(Debug, Clone)]
@@ -221,7 +221,9 @@ impl Store {
     }
 
     /// The local dirs of a Spark-registered executor.
-    pub fn spark_executor(&self, app: &AppId, exec: &ExecutorId) -> Option<Arc<SparkExecutorInfo>> {
+    /// A registered Spark executor, looked up by the ids as Spark sent them (checked per block,
+    /// so without parsing them).
+    pub fn spark_executor(&self, app: &str, exec: &str) -> Option<Arc<SparkExecutorInfo>> {
         let state = self.lock();
         state.apps.get(app)?.executors.get(exec)?.spark.clone()
     }

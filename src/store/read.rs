@@ -1,17 +1,20 @@
-//! The read core: a block `(app, shuffle, map, partitions [start, end))` becomes slices of a
-//! memory map of just that range of the data file (no copy), each checked against its stored
-//! CRC32 before it is handed out. A slice whose bytes no longer match is never served.
+//! The read core: a block `(app, shuffle, map, partitions [start, end))` becomes chunks read
+//! from the open data file, each partition checked against its stored CRC32: the chunk that
+//! completes a partition is handed out only if the whole partition matched, so a partition
+//! whose bytes no longer match is never served complete.
 //!
-//! Only the requested range is mapped, and the mapping lives exactly as long as the slices
-//! handed out (until gRPC has encoded them): kess's resident memory follows the fetches in
-//! flight, not the bytes stored. Open files are cached; mappings are not.
+//! Chunks are read with `pread(2)` when the stream asks for them, not mapped: gRPC copies every
+//! message into its encode buffer anyway, so a mapping saved no copy, while mapping and
+//! unmapping per fetch cost page faults and TLB shootdowns (measured in README "Performance").
+//! Resident memory follows the chunks in flight, not the bytes stored. Open files are cached.
 
 use std::fs::File;
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::index::{parse_checksums, ShuffleIndex};
 use super::layout::MapFiles;
@@ -43,9 +46,8 @@ pub struct OpenBlock {
     owner: ExecutorId,
     key: MapKey,
     stored: Arc<StoredIndex>,
-    /// The mapped range, starting at file offset `base`.
-    data: Bytes,
-    base: u64,
+    data: Arc<OpenFile>,
+    data_path: std::path::PathBuf,
     start: u32,
     end: u32,
 }
@@ -55,6 +57,48 @@ pub struct OpenBlock {
 pub struct VerifiedPartition {
     pub data: Bytes,
     pub crc32: u32,
+}
+
+/// Reading position within one partition, with the CRC32 of what was read so far.
+pub struct PartitionCursor {
+    partition: u32,
+    /// File offset of the partition's first byte.
+    base: u64,
+    len: u64,
+    read: u64,
+    finished: bool,
+    crc: crc32fast::Hasher,
+    expected: u32,
+}
+
+impl PartitionCursor {
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Offset within the partition of the next chunk.
+    pub fn position(&self) -> u64 {
+        self.read
+    }
+
+    /// The stored CRC32 of the whole partition.
+    pub fn crc32(&self) -> u32 {
+        self.expected
+    }
+
+    /// True once the chunk completing the partition was handed out (an empty partition has
+    /// one, empty, chunk).
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
 }
 
 impl Store {
@@ -90,17 +134,15 @@ impl Store {
         let stored = self.load_index(&key, &record)?;
         let dir = self.layout.map_dir(app, shuffle, map);
         let data_path = dir.join(MapFiles::new(shuffle, map).data);
-        let (base, end_offset) =
-            stored
-                .index
-                .range(start, end)
-                .ok_or_else(|| StoreError::PartitionOutOfRange {
-                    key: key.clone(),
-                    start,
-                    end,
-                    num_partitions: stored.index.num_partitions(),
-                })?;
-        let data = self.map_range(&key, &data_path, stored.index.data_len(), base..end_offset)?;
+        if stored.index.range(start, end).is_none() {
+            return Err(StoreError::PartitionOutOfRange {
+                key,
+                start,
+                end,
+                num_partitions: stored.index.num_partitions(),
+            });
+        }
+        let data = self.open_data_file(&key, &data_path, stored.index.data_len())?;
         self.track(app, &record.executor, 0, 1);
         Ok(OpenBlock {
             store: Arc::clone(self),
@@ -109,7 +151,7 @@ impl Store {
             key,
             stored,
             data,
-            base,
+            data_path,
             start,
             end,
         })
@@ -160,21 +202,19 @@ impl Store {
     /// An open file from the file cache (shared by both protocols), opened on a miss.
     pub(super) fn cached_file(&self, path: &Path) -> std::io::Result<Arc<OpenFile>> {
         self.file_cache.get_or_load(path, || {
-            let file = File::open(path)?;
+            let file = open_noatime(path)?;
             let len = file.metadata()?.len();
             Ok(Arc::new(OpenFile { file, len }))
         })
     }
 
-    /// Maps bytes `range` of a data file read-only, checking the file is as long as its index
-    /// says.
-    pub(crate) fn map_range(
+    /// The output's data file from the file cache, checking it is as long as its index says.
+    fn open_data_file(
         &self,
         key: &MapKey,
         path: &Path,
         expected_len: u64,
-        range: Range<u64>,
-    ) -> Result<Bytes, StoreError> {
+    ) -> Result<Arc<OpenFile>, StoreError> {
         let damaged = |reason: String| StoreError::DamagedFiles {
             key: key.clone(),
             path: path.to_path_buf(),
@@ -190,48 +230,52 @@ impl Store {
                 file.len()
             )));
         }
-        map_range(file.file(), range).map_err(|e| damaged(format!("cannot map data file: {e}")))
+        Ok(file)
     }
 }
 
-/// Maps bytes `range` of `file`; the returned `Bytes` keeps the mapping alive while any slice of
-/// it lives.
-pub fn map_range(file: &File, range: Range<u64>) -> std::io::Result<Bytes> {
-    if range.is_empty() {
-        return Ok(Bytes::new());
+/// Opens a file for reading without updating its access time on every read (a measurable part
+/// of each sendfile); needs to own the file or CAP_FOWNER, so falls back to a plain open.
+fn open_noatime(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(nix::libc::EPERM) => File::open(path),
+        opened => opened,
     }
-    // Mappings start on a page boundary; map from the page holding `range.start`.
-    let page = page_size();
-    let aligned = range.start - range.start % page;
-    let skip = (range.start - aligned) as usize;
-    // SAFETY: committed files are never written again; kess only renames and deletes them. A
-    // mapping of a deleted file stays valid until unmapped.
-    let map = unsafe {
-        memmap2::MmapOptions::new()
-            .offset(aligned)
-            .len(skip + (range.end - range.start) as usize)
-            .map(file)?
-    };
-    Ok(Bytes::from_owner(map).slice(skip..))
 }
 
-/// Maps a whole file.
-pub fn map_file(path: &Path) -> std::io::Result<Bytes> {
-    let file = File::open(path)?;
-    let len = file.metadata()?.len();
-    map_range(&file, 0..len)
-}
-
-fn page_size() -> u64 {
-    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *PAGE.get_or_init(|| {
-        nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-            .ok()
-            .flatten()
-            .and_then(|p| u64::try_from(p).ok())
-            .filter(|p| *p > 0)
-            .unwrap_or(4096)
-    })
+/// Reads `len` bytes at `offset` of `file` into `buf` (which must be empty), without zeroing
+/// them first, and splits them off. Once the returned bytes are dropped, the next call reuses
+/// the same allocation.
+fn read_at(file: &File, offset: u64, len: usize, buf: &mut BytesMut) -> std::io::Result<Bytes> {
+    buf.clear();
+    buf.reserve(len);
+    while buf.len() < len {
+        let filled = buf.len();
+        let at = nix::libc::off_t::try_from(offset + filled as u64)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let spare = buf.spare_capacity_mut();
+        let want = (len - filled).min(spare.len());
+        // SAFETY: `spare` is writable memory of at least `want` bytes owned by `buf`; pread
+        // writes at most `want` bytes into it and `set_len` covers only what it wrote.
+        let n = unsafe { nix::libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), want, at) };
+        match n {
+            // SAFETY: pread initialised the first `n` spare bytes.
+            n if n > 0 => unsafe { buf.set_len(filled + n as usize) },
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            _ => {
+                let err = std::io::Error::last_os_error();
+                if err.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+    Ok(buf.split().freeze())
 }
 
 impl OpenBlock {
@@ -243,8 +287,8 @@ impl OpenBlock {
         self.start..self.end
     }
 
-    /// The partition's bytes, or `Corrupt` if they no longer match the stored CRC32.
-    pub fn partition(&self, partition: u32) -> Result<VerifiedPartition, StoreError> {
+    /// Starts reading `partition`.
+    pub fn cursor(&self, partition: u32) -> Result<PartitionCursor, StoreError> {
         let (from, to) = self
             .stored
             .index
@@ -256,23 +300,68 @@ impl OpenBlock {
                 end: partition + 1,
                 num_partitions: self.stored.index.num_partitions(),
             })?;
-        let data = self
-            .data
-            .slice((from - self.base) as usize..(to - self.base) as usize);
-        let expected = self.stored.crc32s[partition as usize];
-        let actual = crc32fast::hash(&data);
-        if actual != expected {
-            tracing::error!(key = %self.key, partition, expected = format_args!("{expected:08x}"), actual = format_args!("{actual:08x}"), "stored block no longer matches its CRC32; refusing to serve it");
-            return Err(StoreError::Corrupt {
-                key: self.key.clone(),
-                partition,
-                expected,
-                actual,
-            });
+        Ok(PartitionCursor {
+            partition,
+            base: from,
+            len: to - from,
+            read: 0,
+            finished: false,
+            crc: crc32fast::Hasher::new(),
+            expected: self.stored.crc32s[partition as usize],
+        })
+    }
+
+    /// The next chunk of at most `max` bytes of the cursor's partition, read into `buf` (kept by
+    /// the caller so consecutive chunks reuse one allocation). The chunk that completes the
+    /// partition comes back only if the partition matches its stored CRC32; otherwise
+    /// `Corrupt`. Empty once the partition is finished.
+    pub fn read_chunk(
+        &self,
+        cursor: &mut PartitionCursor,
+        max: usize,
+        buf: &mut BytesMut,
+    ) -> Result<Bytes, StoreError> {
+        if cursor.finished {
+            return Ok(Bytes::new());
         }
+        let n = (cursor.len - cursor.read).min(max.max(1) as u64) as usize;
+        let chunk = read_at(self.data.file(), cursor.base + cursor.read, n, buf).map_err(|e| {
+            StoreError::DamagedFiles {
+                key: self.key.clone(),
+                path: self.data_path.clone(),
+                reason: format!(
+                    "cannot read partition {} at offset {}: {e}",
+                    cursor.partition, cursor.read
+                ),
+            }
+        })?;
+        cursor.crc.update(&chunk);
+        cursor.read += n as u64;
+        if cursor.read == cursor.len {
+            let actual = std::mem::take(&mut cursor.crc).finalize();
+            if actual != cursor.expected {
+                let (key, partition, expected) = (&self.key, cursor.partition, cursor.expected);
+                tracing::error!(key = %key, partition, expected = format_args!("{expected:08x}"), actual = format_args!("{actual:08x}"), "stored block no longer matches its CRC32; refusing to serve it");
+                return Err(StoreError::Corrupt {
+                    key: key.clone(),
+                    partition,
+                    expected,
+                    actual,
+                });
+            }
+            cursor.finished = true;
+        }
+        Ok(chunk)
+    }
+
+    /// A whole partition's bytes, or `Corrupt` if they no longer match the stored CRC32.
+    pub fn partition(&self, partition: u32) -> Result<VerifiedPartition, StoreError> {
+        let mut cursor = self.cursor(partition)?;
+        let len = usize::try_from(cursor.len()).unwrap_or(usize::MAX);
+        let data = self.read_chunk(&mut cursor, len, &mut BytesMut::new())?;
         Ok(VerifiedPartition {
             data,
-            crc32: expected,
+            crc32: cursor.crc32(),
         })
     }
 }

@@ -313,3 +313,49 @@ fn free_space_reserve_refuses_pushes() {
         Err(StoreError::BelowFreeSpaceReserve { .. })
     ));
 }
+
+#[test]
+fn a_partition_read_in_chunks_is_whole_and_reuses_nothing_still_held() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let parts = vec![(0..250_000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>()];
+    push(&store, 1, 0, &parts);
+    let block = store.open_block(&app(), 0, 1, 0, 1).unwrap();
+    let mut cursor = block.cursor(0).unwrap();
+    let mut buf = bytes::BytesMut::new();
+    // Every chunk is kept while the next is read into the same buffer.
+    let mut chunks = Vec::new();
+    while !cursor.is_finished() {
+        chunks.push(block.read_chunk(&mut cursor, 64 << 10, &mut buf).unwrap());
+    }
+    assert_eq!(chunks.len(), 4);
+    assert_eq!(chunks.concat(), parts[0]);
+    assert!(block.read_chunk(&mut cursor, 1, &mut buf).unwrap().is_empty());
+}
+
+#[test]
+fn a_corrupt_partition_read_in_chunks_never_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    push(&store, 1, 0, &partitions());
+    let path = store
+        .layout()
+        .map_dir(&app(), 0, 1)
+        .join("shuffle_0_1_0.data");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[5 + 99_000] ^= 0x01; // in the last chunk of partition 2 (100,000 bytes)
+    std::fs::write(&path, &bytes).unwrap();
+    let block = store.open_block(&app(), 0, 1, 0, 4).unwrap();
+    let mut cursor = block.cursor(2).unwrap();
+    let mut buf = bytes::BytesMut::new();
+    for _ in 0..3 {
+        // Earlier chunks stream out; the partition is only judged when it completes.
+        block.read_chunk(&mut cursor, 30_000, &mut buf).unwrap();
+        assert!(!cursor.is_finished());
+    }
+    match block.read_chunk(&mut cursor, 30_000, &mut buf) {
+        Err(StoreError::Corrupt { partition: 2, .. }) => {}
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(!cursor.is_finished(), "a corrupt partition is never finished");
+}
