@@ -61,7 +61,7 @@ pub struct DaemonConfig {
     /// Memory for cached index files.
     #[arg(long, env = "KESS_INDEX_CACHE_BYTES", default_value = "64MiB")]
     pub index_cache_bytes: ByteSize,
-    /// Most data files kept open at once (mapped per fetch for gRPC, sent with sendfile for Spark).
+    /// Most data files kept open at once (read per chunk for gRPC, sent with sendfile for Spark).
     #[arg(long, env = "KESS_MAX_OPEN_FILES", default_value_t = 4096)]
     pub max_open_files: usize,
     /// On SIGTERM, how long in-flight streams may run before the daemon exits anyway.

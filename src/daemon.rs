@@ -144,6 +144,7 @@ pub async fn start(
         },
         shutdown_rx.clone(),
     );
+    tokio::spawn(crate::memory::trim_when_idle(shutdown_rx.clone()));
     if !config.app_idle_ttl.is_zero() {
         tokio::spawn(expire_idle_apps(
             Arc::clone(&store),

@@ -8,6 +8,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod ids;
+pub mod memory;
 pub mod metrics;
 pub mod registry;
 pub mod spark;

@@ -14,6 +14,9 @@ fn main() -> ExitCode {
         _ => LogFormat::Text,
     };
     init_logging(log_format);
+    if matches!(cli.command, Command::Daemon(_)) {
+        kess::memory::limit_arenas();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -32,6 +32,7 @@ pub const SPARK_OPEN_STREAMS: &str = "kess_spark_open_streams";
 pub const SPARK_CONNECTIONS: &str = "kess_spark_connections";
 pub const CORRUPTION_DIAGNOSES: &str = "kess_spark_corruption_diagnoses_total";
 pub const APPS_EXPIRED: &str = "kess_applications_expired_total";
+pub const HEAP_TRIMS: &str = "kess_heap_trims_total";
 
 /// Protocol label values.
 pub const GRPC: &str = "grpc";
@@ -98,6 +99,10 @@ fn describe() {
     );
     describe_counter!(APPS_REMOVED, "Applications whose data was removed.");
     describe_counter!(BYTES_FREED, "Bytes deleted by application removal.");
+    describe_counter!(
+        HEAP_TRIMS,
+        "Times free heap memory was returned to the OS after the last gRPC stream ended."
+    );
     describe_counter!(
         CACHE_LOOKUPS,
         "Index and map cache lookups, by cache and result."
@@ -214,10 +219,16 @@ pub fn app_expired() {
     counter!(APPS_EXPIRED).increment(1);
 }
 
-/// Counts a stream as active for as long as the guard lives.
+pub fn heap_trimmed() {
+    counter!(HEAP_TRIMS).increment(1);
+}
+
+/// Counts a stream as active (and the daemon as busy, see `memory`) for as long as the guard
+/// lives.
 pub struct ActiveStream {
     protocol: &'static str,
     direction: &'static str,
+    _busy: crate::memory::Busy,
 }
 
 impl ActiveStream {
@@ -226,6 +237,7 @@ impl ActiveStream {
         Self {
             protocol,
             direction,
+            _busy: crate::memory::Busy::start(),
         }
     }
 }

@@ -98,6 +98,8 @@ async fn pushed_output_outlives_its_writer_and_is_served_identical() {
     );
     assert_eq!(metric(&page, "kess_stored_map_outputs"), 1.0);
     assert!(page.contains("kess_fetch_latency_seconds_bucket"));
+    // Once its last gRPC stream ended, the daemon handed its freed heap back to the OS.
+    wait_until(|| async { metric(&daemon.metrics().await, "kess_heap_trims_total") >= 1.0 }).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -325,7 +325,7 @@ async fn fetch_spark(
     for _ in 0..concurrency {
         clients.push(SparkClient::connect(addr).await?);
     }
-    let measure = Measure::start(pid);
+    let measure = Measure::start(pid).await;
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for mut client in clients {
@@ -367,7 +367,7 @@ async fn fetch_grpc(
     concurrency: usize,
     pid: u32,
 ) -> Result<RunResult, BoxError> {
-    let measure = Measure::start(Some(pid));
+    let measure = Measure::start(Some(pid)).await;
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..concurrency {
@@ -420,7 +420,10 @@ struct Measure {
 }
 
 impl Measure {
-    fn start(pid: Option<u32>) -> Self {
+    /// Starts measuring after a short pause, so what the server does once the previous run
+    /// ended (a GC, kess giving memory back when its last stream closed) is not counted here.
+    async fn start(pid: Option<u32>) -> Self {
+        tokio::time::sleep(Duration::from_millis(250)).await;
         let before = pid.and_then(|pid| {
             proc_stats::reset_peak_rss(pid);
             proc_stats::read(pid).ok()

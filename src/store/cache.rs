@@ -1,5 +1,5 @@
-//! A small LRU bounded by total weight, shared by the index cache (weight = bytes) and the map
-//! cache (weight = 1 per mapped file, which bounds address-space use and open mappings).
+//! A small LRU bounded by total weight, shared by the index cache (weight = bytes) and the open
+//! file cache (weight = 1 per file, which bounds open descriptors).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -60,7 +60,7 @@ impl<V: Clone> BoundedCache<V> {
     }
 
     /// Drops every entry whose path lies under `dir` (used when an application is removed, so
-    /// its deleted files are unmapped and their disk space is really freed).
+    /// its deleted files are closed and their disk space is really freed).
     pub fn invalidate_under(&self, dir: &Path) {
         let mut inner = self.lock();
         let doomed: Vec<OsString> = inner

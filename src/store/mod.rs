@@ -166,7 +166,7 @@ pub struct Store {
     journal: RegistrationJournal,
     state: Mutex<State>,
     index_cache: BoundedCache<Arc<StoredIndex>>,
-    /// Open data files (kess's own outputs, mapped per fetch; Spark's, sent with sendfile).
+    /// Open data files (kess's own outputs, read per chunk; Spark's, sent with sendfile).
     file_cache: BoundedCache<Arc<read::OpenFile>>,
 }
 

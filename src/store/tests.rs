@@ -318,7 +318,9 @@ fn free_space_reserve_refuses_pushes() {
 fn a_partition_read_in_chunks_is_whole_and_reuses_nothing_still_held() {
     let tmp = tempfile::tempdir().unwrap();
     let store = open(tmp.path());
-    let parts = vec![(0..250_000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>()];
+    let parts = vec![(0..250_000u32)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()];
     push(&store, 1, 0, &parts);
     let block = store.open_block(&app(), 0, 1, 0, 1).unwrap();
     let mut cursor = block.cursor(0).unwrap();
@@ -330,7 +332,10 @@ fn a_partition_read_in_chunks_is_whole_and_reuses_nothing_still_held() {
     }
     assert_eq!(chunks.len(), 4);
     assert_eq!(chunks.concat(), parts[0]);
-    assert!(block.read_chunk(&mut cursor, 1, &mut buf).unwrap().is_empty());
+    assert!(block
+        .read_chunk(&mut cursor, 1, &mut buf)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -357,5 +362,8 @@ fn a_corrupt_partition_read_in_chunks_never_completes() {
         Err(StoreError::Corrupt { partition: 2, .. }) => {}
         other => panic!("expected Corrupt, got {other:?}"),
     }
-    assert!(!cursor.is_finished(), "a corrupt partition is never finished");
+    assert!(
+        !cursor.is_finished(),
+        "a corrupt partition is never finished"
+    );
 }
