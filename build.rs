@@ -12,6 +12,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out_dir.join("kess_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         .bytes(".")
+        // FetchedChunk's data is read from disk straight into the encode buffer (src/grpc/chunk.rs).
+        .extern_path(".kess.v1.FetchedChunk", "crate::grpc::FetchedChunk")
+        .codec_path("crate::grpc::codec::KessCodec")
         // Lets `kess state` print the daemon's answer as JSON.
         .type_attribute(".", "#[derive(serde::Serialize)]")
         .compile_fds(fds)?;

@@ -17,6 +17,7 @@ pub mod store;
 pub mod proto {
     //! The generated `kess.v1` gRPC types, clients and servers.
     tonic::include_proto!("kess.v1");
+    pub use crate::grpc::{ChunkFields, FetchedChunk};
     /// Encoded descriptors of `kess.v1`, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("kess_descriptor");
 }

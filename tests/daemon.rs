@@ -700,3 +700,68 @@ async fn health_and_reflection_answer() {
     let (status, body) = http_get(daemon.http, "/healthz").await.unwrap();
     assert_eq!((status, body.trim()), (200, "ok"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_corrupt_near_its_end_streams_but_never_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&tmp.path().join("data"), &[]).await;
+    let mut client = daemon.shuffle().await;
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    push_output(
+        &mut client,
+        APP,
+        "1",
+        3,
+        0,
+        &[big.clone(), b"next".to_vec()],
+    )
+    .await
+    .unwrap();
+    // Intact, the partition arrives whole in 64 KiB chunks.
+    let mut request = fetch_request(APP, 3, 0, 0, 2);
+    request.max_chunk_bytes = 64 << 10;
+    let mut stream = client.fetch_blocks(request).await.unwrap().into_inner();
+    let (mut whole, mut chunks) = (Vec::new(), 0);
+    while let Some(chunk) = stream.message().await.unwrap() {
+        if chunk.partition == 0 {
+            assert_eq!(chunk.offset as usize, whole.len());
+            whole.extend_from_slice(&chunk.data);
+            chunks += 1;
+            assert_eq!(chunk.last, whole.len() == big.len());
+        }
+    }
+    assert_eq!((whole == big, chunks), (true, 5));
+
+    let data_file = daemon
+        .data_dir
+        .join(format!("apps/{APP}/shuffle-3/map-0/shuffle_3_0_0.data"));
+    let mut bytes = std::fs::read(&data_file).unwrap();
+    bytes[290_000] ^= 0x80;
+    std::fs::write(&data_file, &bytes).unwrap();
+
+    let mut request = fetch_request(APP, 3, 0, 0, 2);
+    request.max_chunk_bytes = 64 << 10;
+    let mut stream = client.fetch_blocks(request).await.unwrap().into_inner();
+    let mut received = Vec::new();
+    let err = loop {
+        match stream.message().await {
+            Ok(Some(chunk)) => {
+                assert!(!chunk.last, "a corrupt partition's final chunk was sent");
+                assert_eq!(chunk.offset as usize, received.len());
+                received.extend_from_slice(&chunk.data);
+            }
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(err.code(), Code::DataLoss);
+    assert!(err.message().contains("partition 0"), "{}", err.message());
+    // What did arrive are the intact leading chunks, byte for byte.
+    assert!(received.len() < big.len());
+    assert_eq!(received[..], big[..received.len()]);
+    let page = daemon.metrics().await;
+    assert_eq!(
+        metric(&page, "kess_checksum_failures_total{protocol=\"grpc\"}"),
+        1.0
+    );
+}

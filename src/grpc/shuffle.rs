@@ -4,19 +4,20 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::chunk::{StreamFault, UnreadData};
 use super::status::{blocking, invalid_argument, to_status};
+use super::{ChunkFields, FetchedChunk};
 use crate::ids::{AppId, ExecutorId};
 use crate::metrics::{self, ActiveStream, ServedCounters};
 use crate::proto::push_map_output_request::Item;
 use crate::proto::shuffle_service_server::ShuffleService;
 use crate::proto::{
-    FetchBlocksRequest, FetchedChunk, PushMapOutputRequest, PushMapOutputResponse,
-    RegisterExecutorRequest, RegisterExecutorResponse, UnregisterExecutorRequest,
-    UnregisterExecutorResponse,
+    FetchBlocksRequest, PushMapOutputRequest, PushMapOutputResponse, RegisterExecutorRequest,
+    RegisterExecutorResponse, UnregisterExecutorRequest, UnregisterExecutorResponse,
 };
 use crate::store::{OpenBlock, PartitionCursor, PushRequest, Store};
 
@@ -177,16 +178,17 @@ impl ShuffleService for ShuffleApi {
                     b.end_partition,
                 )
             })
-            .collect::<Result<Vec<_>, _>>()
+            .map(|b| b.map(Arc::new))
+            .collect::<Result<std::collections::VecDeque<_>, _>>()
             .map_err(to_status)?;
         let chunks = ChunkIter {
-            blocks: blocks.into(),
+            blocks,
             chunk_bytes,
             started,
             block_index: 0,
             current: None,
-            buf: BytesMut::new(),
             served: self.served.clone(),
+            fault: Arc::default(),
             done: false,
             _active: ActiveStream::start(metrics::GRPC, "fetch"),
         };
@@ -194,23 +196,22 @@ impl ShuffleService for ShuffleApi {
     }
 }
 
-/// Every partition of every block as chunks, each read from disk when the connection asks for
-/// the next one: no task or queue stands between the file and the encoder, and memory stays
-/// bounded by HTTP/2 flow control. Ends after the first corrupt partition (its error is the
-/// stream's final status, sent instead of the partition's last chunk); dropped when the client
-/// goes away.
+/// Every partition of every block as chunks, produced when the connection asks for the next
+/// one, with their data still on disk: the codec reads it straight into the encode buffer and
+/// checks each partition's CRC32 as it goes. No task or queue stands between the file and the
+/// encoder, and memory stays bounded by HTTP/2 flow control. A corrupt partition's final chunk
+/// is never sent: the stream ends with DATA_LOSS instead. Dropped when the client goes away.
 struct ChunkIter {
-    /// Blocks not yet sent; each is dropped once its last chunk is out.
-    blocks: std::collections::VecDeque<OpenBlock>,
+    /// Blocks not yet sent; each is released once its last chunk is encoded.
+    blocks: std::collections::VecDeque<Arc<OpenBlock>>,
     chunk_bytes: usize,
     started: Instant,
     block_index: usize,
     /// The partition being sent.
     current: Option<PartitionCursor>,
-    /// Chunks are read into this; gRPC has encoded (and dropped) a chunk before it asks for
-    /// the next, so one allocation serves the whole stream.
-    buf: BytesMut,
     served: ServedCounters,
+    /// A read that failed in the encoder; the stream ends with it.
+    fault: Arc<StreamFault>,
     done: bool,
     _active: ActiveStream,
 }
@@ -241,28 +242,29 @@ impl ChunkIter {
     }
 
     /// The next chunk of the current partition, if it has one left.
-    fn next_chunk(&mut self) -> Option<Result<FetchedChunk, Status>> {
-        let cursor = self.current.as_mut().filter(|c| !c.is_finished())?;
+    fn next_chunk(&mut self) -> Option<FetchedChunk> {
+        let cursor = self.current.as_mut()?;
         let block = self.blocks.front()?;
-        let offset = cursor.position();
-        let data = match block.read_chunk(cursor, self.chunk_bytes, &mut self.buf) {
-            Ok(data) => data,
-            Err(e) => return Some(Err(to_status(e))),
-        };
-        self.served.bytes(data.len() as u64);
-        let last = cursor.is_finished();
-        if last {
+        let range = cursor.next_chunk(self.chunk_bytes)?;
+        self.served.bytes(range.len as u64);
+        if range.completes {
             self.served.block();
         }
-        Some(Ok(FetchedChunk {
+        let fields = ChunkFields {
             block_index: self.block_index as u32,
-            partition: cursor.partition(),
-            offset,
-            data,
+            partition: range.partition,
+            offset: range.offset,
+            data: Bytes::new(),
             partition_length: cursor.len(),
             partition_crc32: cursor.crc32(),
-            last,
-        }))
+            last: range.completes,
+        };
+        let data = UnreadData {
+            block: Arc::clone(block),
+            range,
+            fault: Arc::clone(&self.fault),
+        };
+        Some(FetchedChunk::unread(fields, data))
     }
 }
 
@@ -273,14 +275,13 @@ impl Iterator for ChunkIter {
         if self.done {
             return None;
         }
+        if let Some(status) = self.fault.take() {
+            self.done = true;
+            return Some(Err(status));
+        }
         loop {
-            match self.next_chunk() {
-                Some(Ok(chunk)) => return Some(Ok(chunk)),
-                Some(Err(status)) => {
-                    self.done = true;
-                    return Some(Err(status));
-                }
-                None => {}
+            if let Some(chunk) = self.next_chunk() {
+                return Some(Ok(chunk));
             }
             match self.next_partition() {
                 Some(Ok(())) => continue,

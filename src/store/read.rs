@@ -1,14 +1,16 @@
 //! The read core: a block `(app, shuffle, map, partitions [start, end))` becomes chunks read
 //! from the open data file, each partition checked against its stored CRC32: the chunk that
-//! completes a partition is handed out only if the whole partition matched, so a partition
-//! whose bytes no longer match is never served complete.
+//! completes a partition is accepted only if the whole partition matched, so a partition whose
+//! bytes no longer match is never served complete.
 //!
-//! Chunks are read with `pread(2)` when the stream asks for them, not mapped: gRPC copies every
-//! message into its encode buffer anyway, so a mapping saved no copy, while mapping and
-//! unmapping per fetch cost page faults and TLB shootdowns (measured in README "Performance").
-//! Resident memory follows the chunks in flight, not the bytes stored. Open files are cached.
+//! Chunks are read with `pread(2)` straight into the buffer they leave from (for gRPC, the
+//! encode buffer; see `grpc::codec`), not mapped: gRPC copies every message into that buffer
+//! anyway, so a mapping saved no copy, while mapping and unmapping per fetch cost page faults and
+//! TLB shootdowns (measured in README "Performance"). Resident memory follows the chunks in
+//! flight, not the bytes stored. Open files are cached.
 
 use std::fs::File;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -59,15 +61,15 @@ pub struct VerifiedPartition {
     pub crc32: u32,
 }
 
-/// Reading position within one partition, with the CRC32 of what was read so far.
+/// Hands out one partition as chunks, in order.
+#[derive(Debug)]
 pub struct PartitionCursor {
     partition: u32,
     /// File offset of the partition's first byte.
     base: u64,
     len: u64,
-    read: u64,
+    next: u64,
     finished: bool,
-    crc: crc32fast::Hasher,
     expected: u32,
 }
 
@@ -84,22 +86,52 @@ impl PartitionCursor {
         self.len == 0
     }
 
-    /// Offset within the partition of the next chunk.
-    pub fn position(&self) -> u64 {
-        self.read
-    }
-
     /// The stored CRC32 of the whole partition.
     pub fn crc32(&self) -> u32 {
         self.expected
     }
 
-    /// True once the chunk completing the partition was handed out (an empty partition has
-    /// one, empty, chunk).
+    /// True once the chunk completing the partition was handed out.
     pub fn is_finished(&self) -> bool {
         self.finished
     }
+
+    /// The next chunk of at most `max` bytes; an empty partition has one, empty, chunk.
+    pub fn next_chunk(&mut self, max: usize) -> Option<ChunkRange> {
+        if self.finished {
+            return None;
+        }
+        let len = (self.len - self.next).min(max.max(1) as u64);
+        let chunk = ChunkRange {
+            partition: self.partition,
+            offset: self.next,
+            len: len as usize,
+            file_offset: self.base + self.next,
+            completes: self.next + len == self.len,
+            expected: self.expected,
+        };
+        self.next += len;
+        self.finished = chunk.completes;
+        Some(chunk)
+    }
 }
+
+/// One chunk of a partition, not read yet.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkRange {
+    pub partition: u32,
+    /// Where the chunk starts within the partition.
+    pub offset: u64,
+    pub len: usize,
+    file_offset: u64,
+    /// The partition's last chunk: reading it checks the partition's CRC32.
+    pub completes: bool,
+    expected: u32,
+}
+
+/// The running CRC32 of the partition being read, chunk by chunk in order.
+#[derive(Default)]
+pub struct PartitionCheck(crc32fast::Hasher);
 
 impl Store {
     /// Opens partitions `[start, end)` of a committed output.
@@ -248,24 +280,18 @@ fn open_noatime(path: &Path) -> std::io::Result<File> {
     }
 }
 
-/// Reads `len` bytes at `offset` of `file` into `buf` (which must be empty), without zeroing
-/// them first, and splits them off. Once the returned bytes are dropped, the next call reuses
-/// the same allocation.
-fn read_at(file: &File, offset: u64, len: usize, buf: &mut BytesMut) -> std::io::Result<Bytes> {
-    buf.clear();
-    buf.reserve(len);
-    while buf.len() < len {
-        let filled = buf.len();
+/// Fills `dst` with the bytes at `offset` of `file`.
+fn pread_into(file: &File, offset: u64, dst: &mut [MaybeUninit<u8>]) -> std::io::Result<()> {
+    let mut filled = 0;
+    while filled < dst.len() {
         let at = nix::libc::off_t::try_from(offset + filled as u64)
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-        let spare = buf.spare_capacity_mut();
-        let want = (len - filled).min(spare.len());
-        // SAFETY: `spare` is writable memory of at least `want` bytes owned by `buf`; pread
-        // writes at most `want` bytes into it and `set_len` covers only what it wrote.
-        let n = unsafe { nix::libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), want, at) };
+        let rest = &mut dst[filled..];
+        // SAFETY: `rest` is writable memory of `rest.len()` bytes; pread writes at most that.
+        let n =
+            unsafe { nix::libc::pread(file.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), at) };
         match n {
-            // SAFETY: pread initialised the first `n` spare bytes.
-            n if n > 0 => unsafe { buf.set_len(filled + n as usize) },
+            n if n > 0 => filled += n as usize,
             0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             _ => {
                 let err = std::io::Error::last_os_error();
@@ -275,7 +301,7 @@ fn read_at(file: &File, offset: u64, len: usize, buf: &mut BytesMut) -> std::io:
             }
         }
     }
-    Ok(buf.split().freeze())
+    Ok(())
 }
 
 impl OpenBlock {
@@ -304,43 +330,43 @@ impl OpenBlock {
             partition,
             base: from,
             len: to - from,
-            read: 0,
+            next: 0,
             finished: false,
-            crc: crc32fast::Hasher::new(),
             expected: self.stored.crc32s[partition as usize],
         })
     }
 
-    /// The next chunk of at most `max` bytes of the cursor's partition, read into `buf` (kept by
-    /// the caller so consecutive chunks reuse one allocation). The chunk that completes the
-    /// partition comes back only if the partition matches its stored CRC32; otherwise
-    /// `Corrupt`. Empty once the partition is finished.
-    pub fn read_chunk(
+    /// Reads `chunk` into the first `chunk.len` bytes of `dst` and folds them into `check`
+    /// (restarted at a partition's first chunk). When the chunk completes its partition and the
+    /// partition no longer matches its stored CRC32, returns `Corrupt`: the chunk must not be
+    /// sent, so the partition is never served complete.
+    pub fn read_into(
         &self,
-        cursor: &mut PartitionCursor,
-        max: usize,
-        buf: &mut BytesMut,
-    ) -> Result<Bytes, StoreError> {
-        if cursor.finished {
-            return Ok(Bytes::new());
-        }
-        let n = (cursor.len - cursor.read).min(max.max(1) as u64) as usize;
-        let chunk = read_at(self.data.file(), cursor.base + cursor.read, n, buf).map_err(|e| {
+        chunk: &ChunkRange,
+        dst: &mut [MaybeUninit<u8>],
+        check: &mut PartitionCheck,
+    ) -> Result<(), StoreError> {
+        let dst = &mut dst[..chunk.len];
+        pread_into(self.data.file(), chunk.file_offset, dst).map_err(|e| {
             StoreError::DamagedFiles {
                 key: self.key.clone(),
                 path: self.data_path.clone(),
                 reason: format!(
                     "cannot read partition {} at offset {}: {e}",
-                    cursor.partition, cursor.read
+                    chunk.partition, chunk.offset
                 ),
             }
         })?;
-        cursor.crc.update(&chunk);
-        cursor.read += n as u64;
-        if cursor.read == cursor.len {
-            let actual = std::mem::take(&mut cursor.crc).finalize();
-            if actual != cursor.expected {
-                let (key, partition, expected) = (&self.key, cursor.partition, cursor.expected);
+        // SAFETY: pread_into initialised every byte of `dst`.
+        let bytes = unsafe { &*(dst as *const [MaybeUninit<u8>] as *const [u8]) };
+        if chunk.offset == 0 {
+            check.0 = crc32fast::Hasher::new();
+        }
+        check.0.update(bytes);
+        if chunk.completes {
+            let actual = std::mem::take(&mut check.0).finalize();
+            if actual != chunk.expected {
+                let (key, partition, expected) = (&self.key, chunk.partition, chunk.expected);
                 tracing::error!(key = %key, partition, expected = format_args!("{expected:08x}"), actual = format_args!("{actual:08x}"), "stored block no longer matches its CRC32; refusing to serve it");
                 return Err(StoreError::Corrupt {
                     key: key.clone(),
@@ -349,16 +375,35 @@ impl OpenBlock {
                     actual,
                 });
             }
-            cursor.finished = true;
         }
-        Ok(chunk)
+        Ok(())
+    }
+
+    /// Reads `chunk` into `buf` (which then reuses its allocation once the returned bytes are
+    /// dropped), checked as [`OpenBlock::read_into`] does.
+    pub fn read_chunk(
+        &self,
+        chunk: &ChunkRange,
+        check: &mut PartitionCheck,
+        buf: &mut BytesMut,
+    ) -> Result<Bytes, StoreError> {
+        buf.clear();
+        buf.reserve(chunk.len);
+        self.read_into(chunk, buf.spare_capacity_mut(), check)?;
+        // SAFETY: read_into initialised the first `chunk.len` spare bytes.
+        unsafe { buf.set_len(chunk.len) };
+        Ok(buf.split().freeze())
     }
 
     /// A whole partition's bytes, or `Corrupt` if they no longer match the stored CRC32.
     pub fn partition(&self, partition: u32) -> Result<VerifiedPartition, StoreError> {
         let mut cursor = self.cursor(partition)?;
         let len = usize::try_from(cursor.len()).unwrap_or(usize::MAX);
-        let data = self.read_chunk(&mut cursor, len, &mut BytesMut::new())?;
+        let (mut data, mut check) = (Bytes::new(), PartitionCheck::default());
+        // One chunk: the whole partition.
+        while let Some(chunk) = cursor.next_chunk(len) {
+            data = self.read_chunk(&chunk, &mut check, &mut BytesMut::new())?;
+        }
         Ok(VerifiedPartition {
             data,
             crc32: cursor.crc32(),

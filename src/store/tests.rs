@@ -324,18 +324,15 @@ fn a_partition_read_in_chunks_is_whole_and_reuses_nothing_still_held() {
     push(&store, 1, 0, &parts);
     let block = store.open_block(&app(), 0, 1, 0, 1).unwrap();
     let mut cursor = block.cursor(0).unwrap();
-    let mut buf = bytes::BytesMut::new();
+    let (mut check, mut buf) = (PartitionCheck::default(), bytes::BytesMut::new());
     // Every chunk is kept while the next is read into the same buffer.
     let mut chunks = Vec::new();
-    while !cursor.is_finished() {
-        chunks.push(block.read_chunk(&mut cursor, 64 << 10, &mut buf).unwrap());
+    while let Some(range) = cursor.next_chunk(64 << 10) {
+        chunks.push(block.read_chunk(&range, &mut check, &mut buf).unwrap());
     }
     assert_eq!(chunks.len(), 4);
     assert_eq!(chunks.concat(), parts[0]);
-    assert!(block
-        .read_chunk(&mut cursor, 1, &mut buf)
-        .unwrap()
-        .is_empty());
+    assert!(cursor.is_finished());
 }
 
 #[test]
@@ -352,18 +349,16 @@ fn a_corrupt_partition_read_in_chunks_never_completes() {
     std::fs::write(&path, &bytes).unwrap();
     let block = store.open_block(&app(), 0, 1, 0, 4).unwrap();
     let mut cursor = block.cursor(2).unwrap();
-    let mut buf = bytes::BytesMut::new();
-    for _ in 0..3 {
+    let (mut check, mut buf) = (PartitionCheck::default(), bytes::BytesMut::new());
+    let ranges: Vec<_> = std::iter::from_fn(|| cursor.next_chunk(30_000)).collect();
+    assert_eq!(ranges.len(), 4);
+    for range in &ranges[..3] {
         // Earlier chunks stream out; the partition is only judged when it completes.
-        block.read_chunk(&mut cursor, 30_000, &mut buf).unwrap();
-        assert!(!cursor.is_finished());
+        assert!(!range.completes);
+        block.read_chunk(range, &mut check, &mut buf).unwrap();
     }
-    match block.read_chunk(&mut cursor, 30_000, &mut buf) {
+    match block.read_chunk(&ranges[3], &mut check, &mut buf) {
         Err(StoreError::Corrupt { partition: 2, .. }) => {}
         other => panic!("expected Corrupt, got {other:?}"),
     }
-    assert!(
-        !cursor.is_finished(),
-        "a corrupt partition is never finished"
-    );
 }
