@@ -442,7 +442,11 @@ impl Store {
         let now = now_ms();
         let entry = state.app_mut(app);
         entry.last_activity_ms = now;
-        let e = entry.executors.entry(exec.clone()).or_default();
+        // Per fetched block: look up before cloning the id for an insert.
+        let e = match entry.executors.get_mut(exec) {
+            Some(e) => e,
+            None => entry.executors.entry(exec.clone()).or_default(),
+        };
         e.writes_in_flight = e.writes_in_flight.saturating_add_signed(writes);
         e.fetches_in_flight = e.fetches_in_flight.saturating_add_signed(fetches);
         e.last_activity_ms = now;

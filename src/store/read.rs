@@ -13,7 +13,7 @@ use std::fs::File;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -49,7 +49,7 @@ pub struct OpenBlock {
     key: MapKey,
     stored: Arc<StoredIndex>,
     data: Arc<OpenFile>,
-    data_path: std::path::PathBuf,
+    data_path: PathBuf,
     start: u32,
     end: u32,
 }
@@ -144,28 +144,28 @@ impl Store {
         end: u32,
     ) -> Result<OpenBlock, StoreError> {
         let key = Store::map_key(app, shuffle, map);
-        let record = {
+        let (owner, num_partitions) = {
             let state = self.lock();
             let entry = state.apps.get(app).ok_or_else(|| StoreError::UnknownApp {
                 app: app.to_string(),
             })?;
-            entry
+            let record = entry
                 .outputs
                 .get(&(shuffle, map))
-                .cloned()
-                .ok_or_else(|| StoreError::UnknownMapOutput { key: key.clone() })?
+                .ok_or_else(|| StoreError::UnknownMapOutput { key: key.clone() })?;
+            (record.executor.clone(), record.num_partitions)
         };
-        if start >= end || end > record.num_partitions {
+        if start >= end || end > num_partitions {
             return Err(StoreError::PartitionOutOfRange {
                 key,
                 start,
                 end,
-                num_partitions: record.num_partitions,
+                num_partitions,
             });
         }
-        let stored = self.load_index(&key, &record)?;
-        let dir = self.layout.map_dir(app, shuffle, map);
-        let data_path = dir.join(MapFiles::new(shuffle, map).data);
+        let mut path = self.layout.map_dir(app, shuffle, map);
+        let files = MapFiles::new(shuffle, map);
+        let stored = self.load_index_in(&key, num_partitions, &mut path, &files)?;
         if stored.index.range(start, end).is_none() {
             return Err(StoreError::PartitionOutOfRange {
                 key,
@@ -174,12 +174,14 @@ impl Store {
                 num_partitions: stored.index.num_partitions(),
             });
         }
+        path.push(&files.data);
+        let data_path = path;
         let data = self.open_data_file(&key, &data_path, stored.index.data_len())?;
-        self.track(app, &record.executor, 0, 1);
+        self.track(app, &owner, 0, 1);
         Ok(OpenBlock {
             store: Arc::clone(self),
             app: app.clone(),
-            owner: record.executor.clone(),
+            owner,
             key,
             stored,
             data,
@@ -195,32 +197,42 @@ impl Store {
         key: &MapKey,
         record: &CommitRecord,
     ) -> Result<Arc<StoredIndex>, StoreError> {
-        let dir = self.layout.map_dir(&record.app, record.shuffle, record.map);
+        let mut dir = self.layout.map_dir(&record.app, record.shuffle, record.map);
         let files = MapFiles::new(record.shuffle, record.map);
-        let index_path = dir.join(&files.index);
-        self.index_cache.get_or_load(&index_path, || {
+        self.load_index_in(key, record.num_partitions, &mut dir, &files)
+    }
+
+    /// [`Store::load_index`] for the output in `dir` (returned as it was).
+    fn load_index_in(
+        &self,
+        key: &MapKey,
+        num_partitions: u32,
+        dir: &mut PathBuf,
+        files: &MapFiles,
+    ) -> Result<Arc<StoredIndex>, StoreError> {
+        dir.push(&files.index);
+        let loaded = self.index_cache.get_or_load(dir, || {
+            let index_path = dir.as_path();
             let damaged = |path: &Path, reason: String| StoreError::DamagedFiles {
                 key: key.clone(),
                 path: path.to_path_buf(),
                 reason,
             };
-            let raw = std::fs::read(&index_path)
-                .map_err(|e| damaged(&index_path, format!("cannot read index: {e}")))?;
-            let index = ShuffleIndex::parse(&raw).map_err(|r| damaged(&index_path, r))?;
-            let checksum_path = dir.join(&files.checksum);
+            let raw = std::fs::read(index_path)
+                .map_err(|e| damaged(index_path, format!("cannot read index: {e}")))?;
+            let index = ShuffleIndex::parse(&raw).map_err(|r| damaged(index_path, r))?;
+            let checksum_path = index_path.with_file_name(&files.checksum);
             let raw = std::fs::read(&checksum_path)
                 .map_err(|e| damaged(&checksum_path, format!("cannot read checksums: {e}")))?;
             let sums = parse_checksums(&raw).map_err(|r| damaged(&checksum_path, r))?;
-            if index.num_partitions() != record.num_partitions
-                || sums.len() != record.num_partitions as usize
-            {
+            if index.num_partitions() != num_partitions || sums.len() != num_partitions as usize {
                 return Err(damaged(
-                    &index_path,
+                    index_path,
                     format!(
-                        "index has {} partitions and checksums {}, the commit says {}",
+                        "index has {} partitions and checksums {}, the commit says \
+                         {num_partitions}",
                         index.num_partitions(),
                         sums.len(),
-                        record.num_partitions
                     ),
                 ));
             }
@@ -228,7 +240,9 @@ impl Store {
                 index,
                 crc32s: sums.into_iter().map(|s| s as u32).collect(),
             }))
-        })
+        });
+        dir.pop();
+        loaded
     }
 
     /// An open file from the file cache (shared by both protocols), opened on a miss.
