@@ -92,7 +92,7 @@ def main():
     p.add_argument("--work", required=True)
     p.add_argument("--service", action="append", required=True, metavar="NAME=PORT")
     p.add_argument("--rows", type=int, default=int(os.environ.get("KESS_BENCH_JOB_ROWS", 8_000_000)))
-    p.add_argument("--runs", type=int, default=2)
+    p.add_argument("--runs", type=int, default=3)
     args = p.parse_args()
     services = [(n, int(v)) for n, v in (s.split("=", 1) for s in args.service)]
     best = {}
