@@ -56,7 +56,8 @@ impl Layout {
 
     /// Built in one go: every fetched block needs it, so it is on the hot path.
     pub fn map_dir(&self, app: &AppId, shuffle: u32, map: u64) -> PathBuf {
-        self.root.join(format!("apps/{app}/shuffle-{shuffle}/map-{map}"))
+        self.root
+            .join(format!("apps/{app}/shuffle-{shuffle}/map-{map}"))
     }
 
     pub fn registry_app_dir(&self, app: &AppId) -> PathBuf {
