@@ -1,8 +1,9 @@
 //! `kess.v1.FetchedChunk`, the message FetchBlocks streams. prost-build leaves this one type to
 //! us (`extern_path` in build.rs) so that on the daemon's side a chunk can travel to the encoder
 //! with its bytes still on disk: `KessCodec` reads them straight into gRPC's encode buffer, where
-//! prost would have copied them from a buffer of our own (one copy of every byte served; removing
-//! it cut the gRPC path's CPU per GB by about a quarter). Clients see an ordinary message.
+//! prost would have copied them from a buffer of our own (one copy of every byte served: memmove
+//! fell from 12% to 2% of the daemon's profile, about -10% CPU per GB). Clients see an ordinary
+//! message.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
