@@ -764,4 +764,9 @@ async fn a_partition_corrupt_near_its_end_streams_but_never_completes() {
         metric(&page, "kess_checksum_failures_total{protocol=\"grpc\"}"),
         1.0
     );
+    // Served counts what left: the intact fetch, then the corrupt one's intact prefix.
+    assert_eq!(
+        metric(&page, "kess_bytes_served_total{protocol=\"grpc\"}"),
+        (big.len() + 4 + received.len()) as f64
+    );
 }

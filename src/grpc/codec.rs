@@ -11,6 +11,7 @@ use tonic::Status;
 use tonic_prost::{ProstCodec, ProstDecoder};
 
 use super::chunk::{FetchedChunk, UnreadData};
+use crate::metrics::{self, ServedCounters};
 use crate::store::PartitionCheck;
 
 /// `kess.v1.FetchedChunk.data`'s field number.
@@ -38,6 +39,7 @@ where
     fn encoder(&mut self) -> Self::Encoder {
         KessEncoder {
             check: PartitionCheck::default(),
+            served: None,
             _message: PhantomData,
         }
     }
@@ -50,6 +52,9 @@ where
 /// One per response stream, so it can carry the running CRC32 of the partition being sent.
 pub struct KessEncoder<T> {
     check: PartitionCheck,
+    /// Counts what was read and checked, so a chunk that failed is not counted as served;
+    /// looked up on the first chunk (most encoders never see one).
+    served: Option<ServedCounters>,
     _message: PhantomData<fn(T)>,
 }
 
@@ -106,6 +111,13 @@ impl<T> KessEncoder<T> {
             encode_varint(len as u64, dst);
             // SAFETY: read_into initialised the `len` bytes that follow the key and length.
             unsafe { bytes::BufMut::advance_mut(dst, len) };
+        }
+        let served = self
+            .served
+            .get_or_insert_with(|| ServedCounters::new(metrics::GRPC));
+        served.bytes(len as u64);
+        if unread.range.completes {
+            served.block();
         }
         true
     }

@@ -12,7 +12,7 @@ use super::chunk::{StreamFault, UnreadData};
 use super::status::{blocking, invalid_argument, to_status};
 use super::{ChunkFields, FetchedChunk};
 use crate::ids::{AppId, ExecutorId};
-use crate::metrics::{self, ActiveStream, ServedCounters};
+use crate::metrics::{self, ActiveStream};
 use crate::proto::push_map_output_request::Item;
 use crate::proto::shuffle_service_server::ShuffleService;
 use crate::proto::{
@@ -28,7 +28,6 @@ pub struct ShuffleApi {
     store: Arc<Store>,
     default_chunk_bytes: usize,
     max_chunk_bytes: usize,
-    served: ServedCounters,
 }
 
 impl ShuffleApi {
@@ -40,7 +39,6 @@ impl ShuffleApi {
             store,
             default_chunk_bytes: default_chunk_bytes.clamp(4096, max_chunk_bytes),
             max_chunk_bytes,
-            served: ServedCounters::new(metrics::GRPC),
         }
     }
 }
@@ -187,7 +185,6 @@ impl ShuffleService for ShuffleApi {
             started,
             block_index: 0,
             current: None,
-            served: self.served.clone(),
             fault: Arc::default(),
             done: false,
             _active: ActiveStream::start(metrics::GRPC, "fetch"),
@@ -209,7 +206,6 @@ struct ChunkIter {
     block_index: usize,
     /// The partition being sent.
     current: Option<PartitionCursor>,
-    served: ServedCounters,
     /// A read that failed in the encoder; the stream ends with it.
     fault: Arc<StreamFault>,
     done: bool,
@@ -246,10 +242,6 @@ impl ChunkIter {
         let cursor = self.current.as_mut()?;
         let block = self.blocks.front()?;
         let range = cursor.next_chunk(self.chunk_bytes)?;
-        self.served.bytes(range.len as u64);
-        if range.completes {
-            self.served.block();
-        }
         let fields = ChunkFields {
             block_index: self.block_index as u32,
             partition: range.partition,
