@@ -72,10 +72,12 @@ fn bench_ess_runs_every_shape_and_path() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.contains("bench ess idle server=kess rss_bytes="),
-        "{stdout}"
-    );
+    for idle in ["idle", "idle-after"] {
+        assert!(
+            stdout.contains(&format!("bench ess {idle} server=kess rss_bytes=")),
+            "{stdout}"
+        );
+    }
     for shape in ["uniform", "skewed", "tiny"] {
         for concurrency in [1, 4] {
             let lines: Vec<&str> = stdout

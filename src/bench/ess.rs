@@ -114,8 +114,9 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
     );
     println!(
         "bench ess idle server=kess rss_bytes={} rss_anon_bytes={}",
-        idle.peak_rss_bytes, idle.rss_anon_bytes
+        idle.rss_bytes, idle.rss_anon_bytes
     );
+    let mut bytes_on_disk = 0;
     let grpc = if args.no_grpc {
         None
     } else {
@@ -143,8 +144,10 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
         if let Some(addr) = args.java_addr {
             register(addr, &app, &shuffle).await?;
         }
+        bytes_on_disk += shuffle.total_bytes();
         if let Some(grpc) = &grpc {
             push_to_kess(grpc, &app, &shuffle).await?;
+            bytes_on_disk += shuffle.total_bytes();
         }
         let requests: Arc<Vec<FetchRequest>> = Arc::new(
             (0..shuffle.partitions)
@@ -220,6 +223,13 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
             );
         }
     }
+    // Idle again, with every shuffle still on disk: RSS follows streams, not bytes stored.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = proc_stats::read(kess.pid())?;
+    println!(
+        "bench ess idle-after server=kess rss_bytes={} rss_anon_bytes={} shuffle_bytes_on_disk={bytes_on_disk}",
+        after.rss_bytes, after.rss_anon_bytes
+    );
     kess.stop();
     Ok(())
 }

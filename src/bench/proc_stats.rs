@@ -9,6 +9,8 @@ pub struct ProcessStats {
     pub cpu_seconds: f64,
     /// Peak resident set since start or the last [`reset_peak_rss`] (VmHWM).
     pub peak_rss_bytes: u64,
+    /// Resident set now (VmRSS).
+    pub rss_bytes: u64,
     /// Resident anonymous memory now (heap, stacks; excludes file pages mapped for serving).
     pub rss_anon_bytes: u64,
 }
@@ -45,6 +47,7 @@ pub fn read(pid: u32) -> Result<ProcessStats, BoxError> {
     Ok(ProcessStats {
         cpu_seconds: cpu_ticks as f64 / hz,
         peak_rss_bytes: kib("VmHWM:"),
+        rss_bytes: kib("VmRSS:"),
         rss_anon_bytes: kib("RssAnon:"),
     })
 }
