@@ -362,3 +362,33 @@ fn a_corrupt_partition_read_in_chunks_never_completes() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }
+
+#[test]
+fn a_data_file_cut_short_after_opening_is_a_clear_error_not_short_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    push(&store, 1, 0, &partitions());
+    let block = store.open_block(&app(), 0, 1, 0, 4).unwrap();
+    let path = store
+        .layout()
+        .map_dir(&app(), 0, 1)
+        .join("shuffle_0_1_0.data");
+    // Same file, shorter: partition 2 (100,000 bytes from offset 5) now ends early.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(50_000)
+        .unwrap();
+    assert!(block.partition(0).is_ok());
+    match block.partition(2) {
+        Err(StoreError::DamagedFiles { key, reason, .. }) => {
+            assert_eq!(
+                (key.map, reason.contains("partition 2")),
+                (1, true),
+                "{reason}"
+            );
+        }
+        other => panic!("expected DamagedFiles, got {other:?}"),
+    }
+}
