@@ -109,9 +109,9 @@ fn describe() {
     );
 }
 
-/// The counters bumped for every block a protocol serves, looked up once (when the listener
-/// starts) rather than per block: a registry lookup hashes the labels every time, which showed
-/// in profiles of the fetch path.
+/// The counters bumped for every block a protocol serves, looked up once per listener (Spark)
+/// or stream (gRPC) rather than per block: a registry lookup hashes the labels every time, which
+/// showed in profiles of the fetch path.
 #[derive(Clone)]
 pub struct ServedCounters {
     bytes: Counter,
