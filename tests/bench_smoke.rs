@@ -44,8 +44,8 @@ fn bench_runs_and_prints_comparable_lines() {
     );
 }
 
-/// `kess bench-ess` without the Java service: kess's Spark path, gRPC path and the sendfile
-/// reference each move every byte of every shape, and the summary lines are there.
+/// `kess bench-ess` without the Java service, cold page cache: kess's Spark path, gRPC path and
+/// the sendfile reference each move every byte of every shape, and the summary lines are there.
 #[test]
 fn bench_ess_runs_every_shape_and_path() {
     let work = tempfile::tempdir().unwrap();
@@ -60,6 +60,8 @@ fn bench_ess_runs_every_shape_and_path() {
             "1,4",
             "--executors",
             "2",
+            // Every run starts from disk: the page-cache eviction works without root.
+            "--cold",
         ])
         .arg("--work-dir")
         .arg(work.path())

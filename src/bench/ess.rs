@@ -58,6 +58,10 @@ pub struct EssBenchArgs {
     /// Where the shuffle files and kess's data go (a temporary directory under it).
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     pub work_dir: PathBuf,
+    /// Evict the shuffle files from the page cache before each run, so every server reads
+    /// them from disk (a shuffle read long after it was written).
+    #[arg(long)]
+    pub cold: bool,
 }
 
 /// One fetch request: reduce partition `reduce` from every map output of `executor`.
@@ -168,6 +172,13 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
             let label = |path: &str, r: &RunResult| {
                 print_figure(shape, concurrency, path, &shuffle, r);
             };
+            let cold = || -> Result<(), BoxError> {
+                if args.cold {
+                    evict_page_cache(work.path())?;
+                }
+                Ok(())
+            };
+            cold()?;
             let kess_spark = fetch_spark(
                 kess.spark_addr,
                 &app,
@@ -180,6 +191,7 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
             label("kess-spark", &kess_spark);
             let java = match (args.java_addr, args.java_pid) {
                 (Some(addr), Some(pid)) => {
+                    cold()?;
                     let r = fetch_spark(addr, &app, &shuffle, &requests, concurrency, Some(pid))
                         .await?;
                     label("java-spark", &r);
@@ -187,10 +199,12 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
                 }
                 _ => None,
             };
+            cold()?;
             let limit = super::sendfile::run(Arc::clone(&sendfile), &requests, concurrency)?;
             label("sendfile", &limit);
             let kess_grpc = match &grpc {
                 Some(grpc) => {
+                    cold()?;
                     let r = fetch_grpc(grpc, &app, &shuffle, &requests, concurrency, kess.pid())
                         .await?;
                     label("kess-grpc", &r);
@@ -231,6 +245,28 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
         after.rss_bytes, after.rss_anon_bytes
     );
     kess.stop();
+    Ok(())
+}
+
+/// Writes back and drops from the page cache every file under `dir` (posix_fadvise DONTNEED:
+/// no root needed, unlike drop_caches).
+fn evict_page_cache(dir: &Path) -> Result<(), BoxError> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            evict_page_cache(&entry.path())?;
+        } else if kind.is_file() {
+            let file = std::fs::File::open(entry.path())?;
+            file.sync_data()?;
+            nix::fcntl::posix_fadvise(
+                &file,
+                0,
+                0,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            )?;
+        }
+    }
     Ok(())
 }
 
