@@ -51,6 +51,21 @@ fn push(store: &Arc<Store>, map: u64, attempt: u32, parts: &[Vec<u8>]) -> Commit
     pending.commit(&[], &[]).unwrap()
 }
 
+fn data_file(store: &Arc<Store>, map: u64) -> std::path::PathBuf {
+    store
+        .layout()
+        .map_dir(&app(), 0, map)
+        .join(format!("shuffle_0_{map}_0.data"))
+}
+
+/// Changes one stored byte in place (same file, as a disk fault would).
+fn flip_byte(store: &Arc<Store>, map: u64, at: usize, mask: u8) {
+    let path = data_file(store, map);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[at] ^= mask;
+    std::fs::write(&path, &bytes).unwrap();
+}
+
 fn read_all(store: &Arc<Store>, map: u64, n: u32) -> Vec<Vec<u8>> {
     let block = store.open_block(&app(), 0, map, 0, n).unwrap();
     block
@@ -244,13 +259,7 @@ fn flipped_byte_is_detected_and_never_served() {
     let tmp = tempfile::tempdir().unwrap();
     let store = open(tmp.path());
     push(&store, 1, 0, &partitions());
-    let path = store
-        .layout()
-        .map_dir(&app(), 0, 1)
-        .join("shuffle_0_1_0.data");
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[6] ^= 0xff; // inside partition 2 (partition 0 is 5 bytes, 1 is empty)
-    std::fs::write(&path, &bytes).unwrap();
+    flip_byte(&store, 1, 6, 0xff); // inside partition 2 (partition 0 is 5 bytes, 1 is empty)
     let block = store.open_block(&app(), 0, 1, 0, 4).unwrap();
     assert!(block.partition(0).is_ok());
     match block.partition(2) {
@@ -340,13 +349,7 @@ fn a_corrupt_partition_read_in_chunks_never_completes() {
     let tmp = tempfile::tempdir().unwrap();
     let store = open(tmp.path());
     push(&store, 1, 0, &partitions());
-    let path = store
-        .layout()
-        .map_dir(&app(), 0, 1)
-        .join("shuffle_0_1_0.data");
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[5 + 99_000] ^= 0x01; // in the last chunk of partition 2 (100,000 bytes)
-    std::fs::write(&path, &bytes).unwrap();
+    flip_byte(&store, 1, 5 + 99_000, 0x01); // in the last chunk of partition 2 (100,000 bytes)
     let block = store.open_block(&app(), 0, 1, 0, 4).unwrap();
     let mut cursor = block.cursor(2).unwrap();
     let (mut check, mut buf) = (PartitionCheck::default(), bytes::BytesMut::new());
@@ -369,10 +372,7 @@ fn a_data_file_cut_short_after_opening_is_a_clear_error_not_short_data() {
     let store = open(tmp.path());
     push(&store, 1, 0, &partitions());
     let block = store.open_block(&app(), 0, 1, 0, 4).unwrap();
-    let path = store
-        .layout()
-        .map_dir(&app(), 0, 1)
-        .join("shuffle_0_1_0.data");
+    let path = data_file(&store, 1);
     // Same file, shorter: partition 2 (100,000 bytes from offset 5) now ends early.
     std::fs::OpenOptions::new()
         .write(true)
