@@ -30,7 +30,7 @@ use index::ShuffleIndex;
 use layout::Layout;
 
 pub use push::{CommitOutcome, PendingMapOutput, PushRequest, MAX_PARTITIONS};
-pub use read::{ChunkRange, OpenBlock, PartitionCheck, PartitionCursor, VerifiedPartition};
+pub use read::{ChunkRange, OpenBlock, PartitionCheck, PartitionCursor};
 pub use spark_files::SparkFileError;
 
 #[derive(Debug, Clone)]

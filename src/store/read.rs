@@ -54,13 +54,6 @@ pub struct OpenBlock {
     end: u32,
 }
 
-/// One partition's bytes, verified against its CRC32.
-#[derive(Debug, Clone)]
-pub struct VerifiedPartition {
-    pub data: Bytes,
-    pub crc32: u32,
-}
-
 /// Hands out one partition as chunks, in order.
 #[derive(Debug)]
 pub struct PartitionCursor {
@@ -407,21 +400,6 @@ impl OpenBlock {
         // SAFETY: read_into initialised the first `chunk.len` spare bytes.
         unsafe { buf.set_len(chunk.len) };
         Ok(buf.split().freeze())
-    }
-
-    /// A whole partition's bytes, or `Corrupt` if they no longer match the stored CRC32.
-    pub fn partition(&self, partition: u32) -> Result<VerifiedPartition, StoreError> {
-        let mut cursor = self.cursor(partition)?;
-        let len = usize::try_from(cursor.len()).unwrap_or(usize::MAX);
-        let (mut data, mut check) = (Bytes::new(), PartitionCheck::default());
-        // One chunk: the whole partition.
-        while let Some(chunk) = cursor.next_chunk(len) {
-            data = self.read_chunk(&chunk, &mut check, &mut BytesMut::new())?;
-        }
-        Ok(VerifiedPartition {
-            data,
-            crc32: cursor.crc32(),
-        })
     }
 }
 
