@@ -92,6 +92,11 @@ pub struct DaemonConfig {
     /// Most concurrent connections on the Spark port.
     #[arg(long, env = "KESS_SPARK_MAX_CONNECTIONS", default_value_t = 4096)]
     pub spark_max_connections: usize,
+    /// TCP congestion control for connections to the Spark and gRPC ports (e.g. `cubic`,
+    /// `reno`); unset, the node's default. BBR without an fq qdisc paces with a timer per
+    /// socket, which costs CPU on node-local fetches (README "Performance").
+    #[arg(long, env = "KESS_TCP_CONGESTION")]
+    pub tcp_congestion: Option<String>,
     /// Spark connections idle this long are closed.
     #[arg(long, env = "KESS_SPARK_IDLE_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub spark_idle_timeout: Duration,

@@ -72,6 +72,16 @@ pub async fn start(
     let spark_listener = TcpListener::bind(config.spark_addr)
         .await
         .map_err(|e| format!("binding Spark address {}: {e}", config.spark_addr))?;
+    use crate::metrics::{GRPC, SPARK};
+    for (name, listener) in [(SPARK, &spark_listener), (GRPC, &grpc_listener)] {
+        if let Some(algorithm) = &config.tcp_congestion {
+            crate::tcp::set_congestion_control(listener, algorithm)
+                .map_err(|e| format!("{name} listener: {e}"))?;
+        }
+        let algorithm = crate::tcp::congestion_control(listener)?;
+        tracing::info!(listener = name, %algorithm, "TCP congestion control for new connections");
+        crate::metrics::tcp_congestion_control(name, algorithm);
+    }
     let spark_addr = spark_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod registry;
 pub mod spark;
 pub mod store;
+pub mod tcp;
 
 pub mod proto {
     //! The generated `kess.v1` gRPC types, clients and servers.

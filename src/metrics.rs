@@ -33,6 +33,7 @@ pub const SPARK_CONNECTIONS: &str = "kess_spark_connections";
 pub const CORRUPTION_DIAGNOSES: &str = "kess_spark_corruption_diagnoses_total";
 pub const APPS_EXPIRED: &str = "kess_applications_expired_total";
 pub const HEAP_TRIMS: &str = "kess_heap_trims_total";
+pub const TCP_CONGESTION: &str = "kess_tcp_congestion_control_info";
 
 /// Protocol label values.
 pub const GRPC: &str = "grpc";
@@ -102,6 +103,10 @@ fn describe() {
     describe_counter!(
         HEAP_TRIMS,
         "Times free heap memory was returned to the OS after the last gRPC stream ended."
+    );
+    describe_gauge!(
+        TCP_CONGESTION,
+        "1 for the TCP congestion control the Spark and gRPC listeners' connections start with."
     );
     describe_counter!(
         CACHE_LOOKUPS,
@@ -217,6 +222,10 @@ pub fn corruption_diagnosis(cause: &'static str) {
 
 pub fn app_expired() {
     counter!(APPS_EXPIRED).increment(1);
+}
+
+pub fn tcp_congestion_control(listener: &'static str, algorithm: String) {
+    gauge!(TCP_CONGESTION, "listener" => listener, "algorithm" => algorithm).set(1.0);
 }
 
 pub fn heap_trimmed() {

@@ -770,3 +770,36 @@ async fn a_partition_corrupt_near_its_end_streams_but_never_completes() {
         (big.len() + 4 + received.len()) as f64
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_congestion_control_is_set_on_both_ports_or_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&tmp.path().join("data"), &["--tcp-congestion", "reno"]).await;
+    let page = daemon.metrics().await;
+    for listener in ["spark", "grpc"] {
+        let series = format!(
+            "kess_tcp_congestion_control_info{{listener=\"{listener}\",algorithm=\"reno\"}}"
+        );
+        assert_eq!(metric(&page, &series), 1.0, "{series} in:\n{page}");
+    }
+    assert!(daemon
+        .log_text()
+        .contains("TCP congestion control for new connections"));
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kess"))
+        .arg("daemon")
+        .arg("--data-dir")
+        .arg(tmp.path().join("other"))
+        .args(["--tcp-congestion", "no-such-cc"])
+        .args(["--spark-addr", &free_addr().to_string()])
+        .args(["--grpc-addr", &free_addr().to_string()])
+        .args(["--http-addr", &free_addr().to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"no-such-cc\" is not available"),
+        "stderr: {stderr}"
+    );
+}
