@@ -7,7 +7,9 @@
 #   2. A real shuffle-heavy PySpark job (local-cluster) against each service: reduce-stage time.
 #
 #   bash benches/ess.sh [kess bench-ess flags…]     e.g. --total-bytes 512MiB --concurrency 64
-# Environment: KESS_BENCH_SKIP_JOB=1 skips part 2; KESS_BENCH_JOB_ROWS sets the job's size.
+# Environment: KESS_BENCH_SKIP_JOB=1 skips part 2; KESS_BENCH_JOB_ROWS sets the job's size;
+# KESS_TCP_CONGESTION=reno (say) gives kess's connections, in both parts, and the sendfile
+# reference that congestion control (the Java service keeps the node's default).
 # Every figure is printed as one `bench …` line for scripts; the tables are for people.
 set -euo pipefail
 

@@ -62,6 +62,10 @@ pub struct EssBenchArgs {
     /// them from disk (a shuffle read long after it was written).
     #[arg(long)]
     pub cold: bool,
+    /// TCP congestion control for kess's connections and the sendfile reference's (the Java
+    /// service keeps the node's default); unset, all use the node's default.
+    #[arg(long, env = "KESS_TCP_CONGESTION")]
+    pub tcp_congestion: Option<String>,
 }
 
 /// One fetch request: reduce partition `reduce` from every map output of `executor`.
@@ -103,7 +107,7 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
     let work = tempfile::Builder::new()
         .prefix("kess-bench-ess-")
         .tempdir_in(&args.work_dir)?;
-    let kess = KessProcess::spawn(work.path())?;
+    let kess = KessProcess::spawn(work.path(), args.tcp_congestion.as_deref())?;
     kess.wait_ready().await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = proc_stats::read(kess.pid())?;
@@ -115,6 +119,12 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
             (Some(a), Some(p)) => format!(", Java ESS {a} pid {p}"),
             _ => ", no Java ESS (kess and references only)".into(),
         }
+    );
+    let node_default = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .map_or_else(|_| "unknown".to_string(), |s| s.trim().to_string());
+    let ours = args.tcp_congestion.as_deref().unwrap_or(&node_default);
+    println!(
+        "bench ess tcp-congestion node={node_default} kess={ours} sendfile={ours} java={node_default}"
     );
     println!(
         "bench ess idle server=kess rss_bytes={} rss_anon_bytes={}",
@@ -200,7 +210,12 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
                 _ => None,
             };
             cold()?;
-            let limit = super::sendfile::run(Arc::clone(&sendfile), &requests, concurrency)?;
+            let limit = super::sendfile::run(
+                Arc::clone(&sendfile),
+                &requests,
+                concurrency,
+                args.tcp_congestion.as_deref(),
+            )?;
             label("sendfile", &limit);
             let kess_grpc = match &grpc {
                 Some(grpc) => {
@@ -566,13 +581,17 @@ struct KessProcess {
 }
 
 impl KessProcess {
-    fn spawn(work: &Path) -> Result<Self, BoxError> {
+    fn spawn(work: &Path, congestion: Option<&str>) -> Result<Self, BoxError> {
         let spark_addr = free_addr()?;
         let grpc_addr = free_addr()?;
         let http_addr = free_addr()?;
         let log = std::fs::File::create(work.join("kess.log"))?;
-        let child = Command::new(std::env::current_exe()?)
-            .arg("daemon")
+        let mut command = Command::new(std::env::current_exe()?);
+        command.arg("daemon");
+        if let Some(name) = congestion {
+            command.args(["--tcp-congestion", name]);
+        }
+        let child = command
             .arg("--data-dir")
             .arg(work.join("kess-data"))
             .args(["--spark-addr", &spark_addr.to_string()])

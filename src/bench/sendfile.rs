@@ -57,8 +57,12 @@ pub fn run(
     source: Arc<SendfileSource>,
     requests: &Arc<Vec<FetchRequest>>,
     concurrency: usize,
+    congestion: Option<&str>,
 ) -> Result<RunResult, BoxError> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
+    if let Some(name) = congestion {
+        crate::tcp::set_congestion_control(&listener, name)?;
+    }
     let addr = listener.local_addr()?;
     let server = {
         let requests = Arc::clone(requests);
