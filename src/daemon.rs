@@ -17,6 +17,7 @@ use tokio_stream::StreamExt;
 use crate::config::DaemonConfig;
 use crate::grpc::{AdminApi, ShuffleApi};
 use crate::http::{self, Readiness};
+use crate::metrics::{GRPC, SPARK};
 use crate::proto::admin_service_server::AdminServiceServer;
 use crate::proto::shuffle_service_server::ShuffleServiceServer;
 use crate::spark::{self, connection::SparkContext, server::SparkListenerConfig};
@@ -72,7 +73,6 @@ pub async fn start(
     let spark_listener = TcpListener::bind(config.spark_addr)
         .await
         .map_err(|e| format!("binding Spark address {}: {e}", config.spark_addr))?;
-    use crate::metrics::{GRPC, SPARK};
     for (name, listener) in [(SPARK, &spark_listener), (GRPC, &grpc_listener)] {
         if let Some(algorithm) = &config.tcp_congestion {
             crate::tcp::set_congestion_control(listener, algorithm)
