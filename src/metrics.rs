@@ -34,6 +34,7 @@ pub const CORRUPTION_DIAGNOSES: &str = "kess_spark_corruption_diagnoses_total";
 pub const APPS_EXPIRED: &str = "kess_applications_expired_total";
 pub const HEAP_TRIMS: &str = "kess_heap_trims_total";
 pub const TCP_CONGESTION: &str = "kess_tcp_congestion_control_info";
+pub const SPARK_UNCACHED_BLOCKS: &str = "kess_spark_uncached_blocks_total";
 
 /// Protocol label values.
 pub const GRPC: &str = "grpc";
@@ -103,6 +104,10 @@ fn describe() {
     describe_counter!(
         HEAP_TRIMS,
         "Times free heap memory was returned to the OS after the last gRPC stream ended."
+    );
+    describe_counter!(
+        SPARK_UNCACHED_BLOCKS,
+        "Spark block bodies not in the page cache, sent from the blocking pool so only their connection waits for the disk."
     );
     describe_gauge!(
         TCP_CONGESTION,
@@ -226,6 +231,10 @@ pub fn app_expired() {
 
 pub fn tcp_congestion_control(listener: &'static str, algorithm: String) {
     gauge!(TCP_CONGESTION, "listener" => listener, "algorithm" => algorithm).set(1.0);
+}
+
+pub fn spark_uncached_block() {
+    counter!(SPARK_UNCACHED_BLOCKS).increment(1);
 }
 
 pub fn heap_trimmed() {

@@ -572,3 +572,65 @@ async fn sasl_authentication_guards_every_request() {
         ) >= 1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blocks_not_in_the_page_cache_are_served_whole() {
+    // On the build's disk, not a tmpfs: its pages can be evicted.
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tmp.path().join("blockmgr-cold");
+    // Two bodies large enough for sendfile (the first larger than the socket's buffers, so it
+    // leaves in several calls) around one small enough to be copied inline.
+    let sizes = [8_000_000usize, 4_000, 300_000];
+    let data: Vec<u8> = (0..sizes.iter().sum::<usize>())
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    let mut index = vec![0u8; 8];
+    let mut at = 0u64;
+    for s in sizes {
+        at += s as u64;
+        index.extend_from_slice(&at.to_be_bytes());
+    }
+    let locals = [dir.to_string_lossy().into_owned()];
+    for (name, bytes) in [
+        ("shuffle_0_0_0.data", &data),
+        ("shuffle_0_0_0.index", &index),
+    ] {
+        let path = kess::spark::hash::resolve_file(&locals, 64, name).unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        file.sync_all().unwrap();
+        nix::fcntl::posix_fadvise(
+            &file,
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        )
+        .unwrap();
+    }
+    let data_path = kess::spark::hash::resolve_file(&locals, 64, "shuffle_0_0_0.data").unwrap();
+    let cachestat =
+        kess::store::page_cache::is_cached(&std::fs::File::open(&data_path).unwrap(), 0, 1);
+
+    let daemon = start(tmp.path(), &[]).await;
+    let mut c = Client::connect(&daemon).await;
+    assert_eq!(c.register("0", &locals[0]).await.unwrap().len(), 0);
+    let h = c
+        .open(fetch("0", vec![0], vec![vec![0, 1, 2]], false))
+        .await;
+    assert_eq!(h.num_chunks, 3);
+    let got: Vec<Bytes> = c.chunks(h).await.into_iter().map(Result::unwrap).collect();
+    let mut from = 0;
+    for (chunk, size) in got.iter().zip(sizes) {
+        assert_eq!(chunk.as_ref(), &data[from..from + size], "block at {from}");
+        from += size;
+    }
+    let uncached = metric(&daemon.metrics().await, "kess_spark_uncached_blocks_total");
+    match cachestat {
+        // Evicted: at least the first body had to come from the disk.
+        Some(false) => assert!(uncached >= 1.0, "uncached blocks: {uncached}"),
+        // The kernel cannot say (before 6.5): every block counts as cached.
+        None => assert_eq!(uncached, 0.0),
+        Some(true) => panic!("the data file was not evicted from the page cache"),
+    }
+}

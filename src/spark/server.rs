@@ -2,8 +2,9 @@
 //! frames with `SparkFrameCodec` (a whole frame before parsing, bounded size), and writes each
 //! request's replies in order. Block bodies go from the page cache to the socket with
 //! `sendfile(2)`; small ones are copied into the write buffer instead, so pipelined tiny blocks
-//! leave in a few large writes rather than one syscall each. A malformed frame closes that
-//! connection only.
+//! leave in a few large writes rather than one syscall each. A body not in the page cache is
+//! read or sent from the blocking pool, so waiting for the disk stalls its own connection, not
+//! every connection of a runtime thread. A malformed frame closes that connection only.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,7 +136,7 @@ async fn handle(
                     if body.len() <= INLINE_BODY_MAX {
                         // Header and body go into the buffer together; a failed read leaves
                         // neither, so the connection can close cleanly and Spark retries.
-                        if let Err(e) = out.append_inline(&header, &body) {
+                        if let Err(e) = out.append_inline(&header, &body).await {
                             tracing::warn!(%peer, error = %e, "could not read a block; closing");
                             metrics::error(metrics::SPARK, "read_failure");
                             return Ok(());
@@ -184,13 +185,24 @@ impl Outbox {
         self.flush_if_full().await
     }
 
-    /// Buffers a frame header and its (small) body read from the file; on a read error the
-    /// buffer is left as it was.
-    fn append_inline(&mut self, header: &[u8], body: &FileSegment) -> std::io::Result<()> {
+    /// Buffers a frame header and its (small) body read from the file (on the blocking pool if
+    /// it is not in the page cache); on a read error the buffer is left as it was.
+    async fn append_inline(&mut self, header: &[u8], body: &FileSegment) -> std::io::Result<()> {
         let mark = self.buf.len();
         self.buf.extend_from_slice(header);
-        body.read_into(&mut self.buf)
-            .inspect_err(|_| self.buf.truncate(mark))
+        let read = if body.is_cached() {
+            body.read_into(&mut self.buf)
+        } else {
+            metrics::spark_uncached_block();
+            let segment = body.clone();
+            let mut bytes = Vec::new();
+            tokio::task::spawn_blocking(move || segment.read_into(&mut bytes).map(|()| bytes))
+                .await
+                .map_err(std::io::Error::other)
+                .flatten()
+                .map(|bytes| self.buf.extend_from_slice(&bytes))
+        };
+        read.inspect_err(|_| self.buf.truncate(mark))
     }
 
     async fn flush_if_full(&mut self) -> std::io::Result<()> {
@@ -227,7 +239,12 @@ impl Outbox {
 
     async fn send_file(&mut self, body: &FileSegment) -> std::io::Result<()> {
         self.flush(true).await?;
-        send_file(self.writer.as_ref(), body).await
+        if body.is_cached() {
+            send_file(self.writer.as_ref(), body).await
+        } else {
+            metrics::spark_uncached_block();
+            send_file_from_disk(self.writer.as_ref(), body).await
+        }
     }
 }
 
@@ -245,12 +262,50 @@ async fn send_file(socket: &TcpStream, body: &FileSegment) -> std::io::Result<()
             })
             .await?;
         if sent == 0 {
-            metrics::error(metrics::SPARK, "read_failure");
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "file shorter than its index says",
-            ));
+            return Err(file_cut_short());
         }
     }
     Ok(())
+}
+
+/// `send_file` for a segment not in the page cache: each sendfile runs on the blocking pool, so
+/// waiting for the disk stalls this connection only, not every connection of a runtime thread.
+/// The call gets its own duplicate of the socket, so a connection dropped meanwhile cannot leave
+/// it writing to a descriptor number reused by something else.
+async fn send_file_from_disk(socket: &TcpStream, body: &FileSegment) -> std::io::Result<()> {
+    let end = body.offset() + body.len();
+    let mut offset = body.offset();
+    while offset < end {
+        socket.writable().await?;
+        let out = socket.as_fd().try_clone_to_owned()?;
+        let segment = body.clone();
+        let count = (end - offset).min(1 << 30) as usize;
+        let (sent, at) = tokio::task::spawn_blocking(move || {
+            let mut at = offset as i64;
+            let sent = nix::sys::sendfile::sendfile(&out, segment.fd(), Some(&mut at), count);
+            (sent, at as u64)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        match sent {
+            Ok(0) => return Err(file_cut_short()),
+            Ok(_) => offset = at,
+            // The socket's buffer is full: clear tokio's readiness so `writable` waits for room.
+            Err(nix::errno::Errno::EAGAIN) => {
+                let _ = socket.try_io(Interest::WRITABLE, || {
+                    Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn file_cut_short() -> std::io::Error {
+    metrics::error(metrics::SPARK, "read_failure");
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "file shorter than its index says",
+    )
 }

@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod index;
 pub mod layout;
+pub mod page_cache;
 mod push;
 mod read;
 mod recover;

@@ -28,6 +28,7 @@ use crate::ids::{AppId, ExecutorId};
 pub struct OpenFile {
     file: File,
     len: u64,
+    residency: super::page_cache::Residency,
 }
 
 impl OpenFile {
@@ -37,6 +38,11 @@ impl OpenFile {
 
     pub fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Whether `offset..offset + len` can be read without waiting for the disk.
+    pub fn is_cached(&self, offset: u64, len: u64) -> bool {
+        self.residency.is_cached(&self.file, self.len, offset, len)
     }
 }
 
@@ -243,7 +249,11 @@ impl Store {
         self.file_cache.get_or_load(path, || {
             let file = open_noatime(path)?;
             let len = file.metadata()?.len();
-            Ok(Arc::new(OpenFile { file, len }))
+            Ok(Arc::new(OpenFile {
+                file,
+                len,
+                residency: Default::default(),
+            }))
         })
     }
 

@@ -34,6 +34,11 @@ impl FileSegment {
         self.len == 0
     }
 
+    /// Whether the segment can be read without waiting for the disk.
+    pub fn is_cached(&self) -> bool {
+        self.file.is_cached(self.offset, self.len)
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.file.file().as_fd()
     }
