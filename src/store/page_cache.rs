@@ -6,7 +6,7 @@
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `cachestat(2)`'s number; the libc crate does not name it on every architecture, and it is
 /// the same on all of them (451, added after the syscall tables were unified).
@@ -93,10 +93,18 @@ impl Residency {
     }
 }
 
+/// A millisecond clock cheap enough to read per block: the coarse monotonic clock is served
+/// from the vDSO whatever the node's clocksource (a precise clock can cost a syscall on some
+/// VMs), and its few milliseconds of resolution are plenty for a one-second memo.
 fn since_epoch_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    use nix::time::{clock_gettime, ClockId};
+    // Never failing on Linux; if it did, a file found cached would stay trusted (as before
+    // kess asked at all).
+    let now = clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE)
+        .map(|t| Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32))
+        .unwrap_or_default();
     // +1 so that "cached until 0" (never checked) is always in the past.
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    now.as_millis() as u64 + 1
 }
 
 #[cfg(test)]
