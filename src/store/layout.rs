@@ -54,10 +54,10 @@ impl Layout {
         self.app_dir(app).join(format!("shuffle-{shuffle}"))
     }
 
-    /// Built in one go: every fetched block needs it, so it is on the hot path.
     pub fn map_dir(&self, app: &AppId, shuffle: u32, map: u64) -> PathBuf {
-        self.root
-            .join(format!("apps/{app}/shuffle-{shuffle}/map-{map}"))
+        let mut dir = self.shuffle_dir(app, shuffle);
+        dir.push(format!("map-{map}"));
+        dir
     }
 
     pub fn registry_app_dir(&self, app: &AppId) -> PathBuf {

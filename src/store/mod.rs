@@ -221,7 +221,6 @@ impl Store {
         self.register(app, exec, Some(info))
     }
 
-    /// The local dirs of a Spark-registered executor.
     /// A registered Spark executor, looked up by the ids as Spark sent them (checked per block,
     /// so without parsing them).
     pub fn spark_executor(&self, app: &str, exec: &str) -> Option<Arc<SparkExecutorInfo>> {
