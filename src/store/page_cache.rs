@@ -66,11 +66,18 @@ fn page_size() -> u64 {
     })
 }
 
-/// Remembers, per open file, until when it was found wholly cached.
+/// How long a file found not wholly cached goes without that check, its blocks asked about one
+/// by one: asking about a whole file walks all of its pages, once per block of a cold file
+/// otherwise. Short, so a file that has warmed up is trusted again soon.
+const RECHECK_PARTLY_CACHED_FILE: Duration = Duration::from_millis(100);
+
+/// Remembers, per open file, until when it was found wholly cached, or not.
 #[derive(Debug, Default)]
 pub struct Residency {
     /// Milliseconds since `epoch()`; 0: not known to be cached.
     cached_until_ms: AtomicU64,
+    /// Milliseconds since `epoch()` until which the file is taken to be partly cached.
+    partly_until_ms: AtomicU64,
 }
 
 impl Residency {
@@ -82,14 +89,20 @@ impl Residency {
         if self.cached_until_ms.load(Ordering::Relaxed) > now {
             return true;
         }
-        match is_cached(file, 0, file_len) {
-            Some(false) => is_cached(file, offset, len).unwrap_or(true),
-            Some(true) | None => {
-                let until = now + TRUST_CACHED_FILE.as_millis() as u64;
-                self.cached_until_ms.store(until, Ordering::Relaxed);
-                true
+        if self.partly_until_ms.load(Ordering::Relaxed) <= now {
+            match is_cached(file, 0, file_len) {
+                Some(false) => {
+                    let until = now + RECHECK_PARTLY_CACHED_FILE.as_millis() as u64;
+                    self.partly_until_ms.store(until, Ordering::Relaxed);
+                }
+                Some(true) | None => {
+                    let until = now + TRUST_CACHED_FILE.as_millis() as u64;
+                    self.cached_until_ms.store(until, Ordering::Relaxed);
+                    return true;
+                }
             }
         }
+        is_cached(file, offset, len).unwrap_or(true)
     }
 }
 
@@ -155,7 +168,7 @@ mod tests {
     }
 
     #[test]
-    fn a_wholly_cached_file_is_trusted_for_a_while_a_cold_one_checked_per_range() {
+    fn a_wholly_cached_file_is_trusted_for_a_while_a_partly_cached_one_checked_per_range() {
         let (_dir, file) = synced_file(256 << 10);
         if is_cached(&file, 0, 1).is_none() {
             return;
@@ -164,10 +177,17 @@ mod tests {
         evict(&file);
         let residency = Residency::default();
         assert!(!residency.is_cached(&file, len, 0, 4096));
+        // Partly cached for a while: each range is asked about on its own.
         let mut all = vec![0u8; len as usize];
-        std::os::unix::fs::FileExt::read_exact_at(&file, &mut all, 0).unwrap();
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut all[..8192], 0).unwrap();
         assert!(residency.is_cached(&file, len, 0, 4096));
-        // Trusted now: the memo answers, even though the pages went.
+        assert!(!residency.is_cached(&file, len, len - 4096, 4096));
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut all, 0).unwrap();
+        assert!(residency.is_cached(&file, len, len - 4096, 4096));
+        // Once that memo is over, the file is found wholly cached and trusted: the memo
+        // answers, even though the pages went.
+        std::thread::sleep(RECHECK_PARTLY_CACHED_FILE + Duration::from_millis(20));
+        assert!(residency.is_cached(&file, len, 0, 4096));
         evict(&file);
         assert!(residency.is_cached(&file, len, 0, 4096));
     }
