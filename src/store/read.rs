@@ -16,8 +16,6 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-
 use super::index::{parse_checksums, ShuffleIndex};
 use super::layout::MapFiles;
 use super::{CommitRecord, Store, StoredIndex};
@@ -394,22 +392,6 @@ impl OpenBlock {
             }
         }
         Ok(())
-    }
-
-    /// Reads `chunk` into `buf` (which then reuses its allocation once the returned bytes are
-    /// dropped), checked as [`OpenBlock::read_into`] does.
-    pub fn read_chunk(
-        &self,
-        chunk: &ChunkRange,
-        check: &mut PartitionCheck,
-        buf: &mut BytesMut,
-    ) -> Result<Bytes, StoreError> {
-        buf.clear();
-        buf.reserve(chunk.len);
-        self.read_into(chunk, buf.spare_capacity_mut(), check)?;
-        // SAFETY: read_into initialised the first `chunk.len` spare bytes.
-        unsafe { buf.set_len(chunk.len) };
-        Ok(buf.split().freeze())
     }
 }
 
