@@ -634,3 +634,59 @@ async fn blocks_not_in_the_page_cache_are_served_whole() {
         Some(true) => panic!("the data file was not evicted from the page cache"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_does_not_wait_for_the_rest_of_the_next_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir0, _) = install_files(tmp.path());
+    let daemon = start(tmp.path(), &[]).await;
+    let mut c = Client::connect(&daemon).await;
+    assert_eq!(c.register("0", &dir0).await.unwrap().len(), 0);
+    let h = c.open(fetch("0", vec![2], vec![vec![1, 2]], false)).await;
+    assert_eq!(h.num_chunks, 2);
+
+    // One write: the first chunk's request, then the first 10 bytes of the second's. Small
+    // bodies are buffered, so the first reply must still be flushed while the second request
+    // is incomplete.
+    let request = |chunk_index| {
+        let mut buf = BytesMut::new();
+        SparkFrame::ChunkFetchRequest {
+            stream_chunk_id: StreamChunkId {
+                stream_id: h.stream_id,
+                chunk_index,
+            },
+        }
+        .encode(&mut buf)
+        .unwrap();
+        buf
+    };
+    let (first, second) = (request(0), request(1));
+    let mut bytes = first.to_vec();
+    bytes.extend_from_slice(&second[..10]);
+    c.framed.get_mut().write_all(&bytes).await.unwrap();
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(10), c.recv())
+        .await
+        .expect("the first chunk was held back until the second request is whole");
+    match reply {
+        Some(SparkFrame::ChunkFetchSuccess {
+            stream_chunk_id,
+            body,
+        }) => {
+            assert_eq!(stream_chunk_id.chunk_index, 0);
+            assert_eq!(
+                body.as_ref(),
+                segment(&dir0, "36", "shuffle_0_2_0.data", 78, 158)
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // The rest of the second request completes it.
+    c.framed.get_mut().write_all(&second[10..]).await.unwrap();
+    match c.recv().await {
+        Some(SparkFrame::ChunkFetchSuccess {
+            stream_chunk_id, ..
+        }) => assert_eq!(stream_chunk_id.chunk_index, 1),
+        other => panic!("unexpected {other:?}"),
+    }
+}

@@ -674,6 +674,19 @@ impl SparkFrameCodec {
         self.max_frame_length
     }
 
+    /// Whether `src` already holds the whole next frame, so decoding it will not wait for the
+    /// network. The server answers such pipelined requests before flushing its replies.
+    pub fn holds_whole_frame(&self, src: &[u8]) -> bool {
+        if !matches!(self.state, DecoderState::AwaitingFrame) {
+            return false;
+        }
+        let Some(length_field) = src.first_chunk::<LENGTH_FIELD_LEN>() else {
+            return false;
+        };
+        // A bad length is "whole" too: decoding it fails at once rather than waiting.
+        u64::try_from(i64::from_be_bytes(*length_field)).map_or(true, |len| len <= src.len() as u64)
+    }
+
     /// Handles a frame whose header announces an out-of-frame body: either
     /// yields it now and skips the body, or waits to collect the body.
     fn start_out_of_frame_body(
@@ -851,6 +864,21 @@ mod tests {
     #[test]
     fn chunk_fetch_request_is_21_bytes() {
         assert_eq!(encode(&chunk_request()).len(), 21);
+    }
+
+    #[test]
+    fn holds_whole_frame_only_once_every_byte_of_the_next_frame_is_buffered() {
+        let bytes = encode(&chunk_request());
+        let codec = SparkFrameCodec::new();
+        for cut in 0..bytes.len() {
+            assert!(!codec.holds_whole_frame(&bytes[..cut]), "{cut} bytes");
+        }
+        assert!(codec.holds_whole_frame(&bytes));
+        let mut two = bytes.clone();
+        two.extend_from_slice(&bytes[..3]);
+        assert!(codec.holds_whole_frame(&two));
+        // A negative length cannot wait for more bytes: decoding fails at once.
+        assert!(codec.holds_whole_frame(&(-1i64).to_be_bytes()));
     }
 
     #[test]

@@ -122,6 +122,7 @@ async fn handle(
             }
             Ok(Some(Ok(frame))) => frame,
         };
+        let more_requests = frames.decoder().holds_whole_frame(frames.read_buffer());
         for reply in conn.handle(frame) {
             match reply {
                 Reply::Frame(f) => {
@@ -149,8 +150,9 @@ async fn handle(
                 }
             }
         }
-        // Pipelined requests already buffered are answered before one flush.
-        if frames.read_buffer().is_empty() || conn.close {
+        // Pipelined requests already buffered are answered before one flush; a request only
+        // partly here does not hold back the replies before it.
+        if !more_requests || conn.close {
             out.flush(false).await?;
         }
         if conn.close {
