@@ -8,14 +8,16 @@ spark.shuffle.readHostLocalDisk=false so remote blocks go through the service;
 spark.shuffle.compress=false so the shuffle is as large on the wire as the rows are. The job
 repartitions N rows of (key, 128-char hex digest) by key (~155 bytes a row: 8M rows ≈ 1.2 GB of
 shuffle) and sums the digests' lengths on the reduce side. Reduce-stage time comes from Spark's
-own REST API (stage submission to completion). Services run alternately, `--runs` times each;
-the best run counts.
+own REST API (stage submission to completion). Services run alternately, `--runs` times each,
+each run starting with the next service; the ratio is printed for the best and for the median
+run (a run's time moves by ±10% on a shared 2-core machine, so one best run can mislead).
 """
 import argparse
 import datetime
 import json
 import os
 import socket
+import statistics
 import sys
 import time
 import urllib.request
@@ -92,10 +94,10 @@ def main():
     p.add_argument("--work", required=True)
     p.add_argument("--service", action="append", required=True, metavar="NAME=PORT")
     p.add_argument("--rows", type=int, default=int(os.environ.get("KESS_BENCH_JOB_ROWS", 8_000_000)))
-    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--runs", type=int, default=5)
     args = p.parse_args()
     services = [(n, int(v)) for n, v in (s.split("=", 1) for s in args.service)]
-    best = {}
+    times = {}
     for run in range(args.runs):
         # Each run starts with the next service, so none always gets the first (cold) turn.
         shift = run % len(services)
@@ -108,10 +110,12 @@ def main():
                 f"job_wall_seconds={time.time() - started:.1f}",
                 flush=True,
             )
-            best[name] = min(best.get(name, seconds), seconds)
+            times.setdefault(name, []).append(seconds)
     first = services[0][0]
     for name, _ in services[1:]:
-        print(f"bench job-ratio {first}/{name} reduce_seconds={best[first] / best[name]:.3f}")
+        best = min(times[first]) / min(times[name])
+        median = statistics.median(times[first]) / statistics.median(times[name])
+        print(f"bench job-ratio {first}/{name} reduce_seconds={best:.3f} median={median:.3f}")
 
 
 if __name__ == "__main__":
