@@ -8,8 +8,9 @@
 #
 #   bash benches/ess.sh [kess bench-ess flags…]     e.g. --total-bytes 512MiB --concurrency 64
 # Environment: KESS_BENCH_SKIP_JOB=1 skips part 2; KESS_BENCH_JOB_ROWS sets the job's size;
-# KESS_TCP_CONGESTION=reno (say) gives kess's connections, in both parts, and the sendfile
-# reference that congestion control (the Java service keeps the node's default).
+# KESS_LOCAL_TCP_CONGESTION=same gives kess's connections (all from this host), in both parts,
+# and the sendfile reference the node's default congestion control instead of kess's default
+# for local peers, reno (the Java service always keeps the node's default).
 # Every figure is printed as one `bench …` line for scripts; the tables are for people.
 set -euo pipefail
 

@@ -92,11 +92,16 @@ pub struct DaemonConfig {
     /// Most concurrent connections on the Spark port.
     #[arg(long, env = "KESS_SPARK_MAX_CONNECTIONS", default_value_t = 4096)]
     pub spark_max_connections: usize,
-    /// TCP congestion control for connections to the Spark and gRPC ports (e.g. `cubic`,
-    /// `reno`); unset, the node's default. BBR without an fq qdisc paces with a timer per
-    /// socket, which costs CPU on node-local fetches (README "Performance").
+    /// TCP congestion control for connections from other hosts to the Spark and gRPC ports
+    /// (e.g. `cubic`, `bbr`); unset, the node's default.
     #[arg(long, env = "KESS_TCP_CONGESTION")]
     pub tcp_congestion: Option<String>,
+    /// TCP congestion control for connections from this host (a loopback peer, or one at the
+    /// address it dialled). The default, `reno`, does not pace: BBR without an fq qdisc paces
+    /// with a timer per socket, which costs CPU and throughput where no network lies between
+    /// the two ends (README "Performance"). `same` gives them what other connections get.
+    #[arg(long, env = "KESS_LOCAL_TCP_CONGESTION", default_value = "reno")]
+    pub local_tcp_congestion: String,
     /// Spark connections idle this long are closed.
     #[arg(long, env = "KESS_SPARK_IDLE_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub spark_idle_timeout: Duration,
@@ -145,6 +150,11 @@ pub struct RemoveAppArgs {
 }
 
 impl DaemonConfig {
+    /// `--local-tcp-congestion`, with `same` as none of its own.
+    pub fn local_congestion(&self) -> Option<&str> {
+        Some(self.local_tcp_congestion.as_str()).filter(|name| *name != "same")
+    }
+
     /// The Spark authentication secret, from the flag or the file.
     pub fn spark_secret(&self) -> std::io::Result<Option<String>> {
         match (&self.spark_auth_secret, &self.spark_auth_secret_file) {

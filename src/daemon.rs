@@ -22,6 +22,7 @@ use crate::proto::admin_service_server::AdminServiceServer;
 use crate::proto::shuffle_service_server::ShuffleServiceServer;
 use crate::spark::{self, connection::SparkContext, server::SparkListenerConfig};
 use crate::store::{now_ms, Store, StoreConfig};
+use crate::tcp::{CongestionPolicy, Peers};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -73,15 +74,29 @@ pub async fn start(
     let spark_listener = TcpListener::bind(config.spark_addr)
         .await
         .map_err(|e| format!("binding Spark address {}: {e}", config.spark_addr))?;
+    let mut policies = Vec::new();
     for (name, listener) in [(SPARK, &spark_listener), (GRPC, &grpc_listener)] {
-        if let Some(algorithm) = &config.tcp_congestion {
-            crate::tcp::set_congestion_control(listener, algorithm)
-                .map_err(|e| format!("{name} listener: {e}"))?;
+        let policy = CongestionPolicy::configure(
+            listener,
+            config.tcp_congestion.as_deref(),
+            config.local_congestion(),
+        )
+        .map_err(|e| format!("{name} listener: {e}"))?;
+        tracing::info!(
+            listener = name,
+            local = %policy.local,
+            remote = %policy.remote,
+            "TCP congestion control for connections from this host and from others"
+        );
+        for (peers, algorithm) in [
+            (Peers::Local, &policy.local),
+            (Peers::Remote, &policy.remote),
+        ] {
+            crate::metrics::tcp_congestion_control(name, peers.label(), algorithm.clone());
         }
-        let algorithm = crate::tcp::congestion_control(listener)?;
-        tracing::info!(listener = name, %algorithm, "TCP congestion control for new connections");
-        crate::metrics::tcp_congestion_control(name, algorithm);
+        policies.push(Arc::new(policy));
     }
+    let (spark_policy, grpc_policy) = (Arc::clone(&policies[0]), Arc::clone(&policies[1]));
     let spark_addr = spark_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
@@ -113,9 +128,13 @@ pub async fn start(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let incoming = TcpListenerStream::new(grpc_listener).map(|conn| {
+    let incoming = TcpListenerStream::new(grpc_listener).map(move |conn| {
         conn.inspect(|s| {
             let _ = s.set_nodelay(true);
+            if let (Ok(peer), Ok(local)) = (s.peer_addr(), s.local_addr()) {
+                let peers = grpc_policy.on_accept(s, peer, local);
+                crate::metrics::tcp_connection(GRPC, peers.label());
+            }
         })
     });
     let grpc_server = tonic::transport::Server::builder()
@@ -151,6 +170,7 @@ pub async fn start(
             max_connections: config.spark_max_connections,
             idle_timeout: config.spark_idle_timeout,
             max_frame_bytes: config.spark_max_frame_bytes.as_u64(),
+            congestion: spark_policy,
         },
         shutdown_rx.clone(),
     );

@@ -34,6 +34,7 @@ pub const CORRUPTION_DIAGNOSES: &str = "kess_spark_corruption_diagnoses_total";
 pub const APPS_EXPIRED: &str = "kess_applications_expired_total";
 pub const HEAP_TRIMS: &str = "kess_heap_trims_total";
 pub const TCP_CONGESTION: &str = "kess_tcp_congestion_control_info";
+pub const TCP_CONNECTIONS: &str = "kess_tcp_connections_total";
 pub const SPARK_UNCACHED_BLOCKS: &str = "kess_spark_uncached_blocks_total";
 
 /// Protocol label values.
@@ -111,7 +112,11 @@ fn describe() {
     );
     describe_gauge!(
         TCP_CONGESTION,
-        "1 for the TCP congestion control the Spark and gRPC listeners' connections start with."
+        "1 for the TCP congestion control the Spark and gRPC listeners' connections use, by peers (local: this host; remote: other hosts)."
+    );
+    describe_counter!(
+        TCP_CONNECTIONS,
+        "Connections accepted on the Spark and gRPC ports, by peers (local: this host; remote: other hosts)."
     );
     describe_counter!(
         CACHE_LOOKUPS,
@@ -229,8 +234,13 @@ pub fn app_expired() {
     counter!(APPS_EXPIRED).increment(1);
 }
 
-pub fn tcp_congestion_control(listener: &'static str, algorithm: String) {
-    gauge!(TCP_CONGESTION, "listener" => listener, "algorithm" => algorithm).set(1.0);
+pub fn tcp_congestion_control(listener: &'static str, peers: &'static str, algorithm: String) {
+    gauge!(TCP_CONGESTION, "listener" => listener, "peers" => peers, "algorithm" => algorithm)
+        .set(1.0);
+}
+
+pub fn tcp_connection(listener: &'static str, peers: &'static str) {
+    counter!(TCP_CONNECTIONS, "listener" => listener, "peers" => peers).increment(1);
 }
 
 pub fn spark_uncached_block() {

@@ -1,13 +1,20 @@
-//! The TCP congestion control of the listeners that move shuffle bytes.
+//! The TCP congestion control of the connections that move shuffle bytes.
 //!
-//! Connections accepted on a listener start with the listener's algorithm, so setting it once
-//! per listener covers every connection. Why a shuffle service has a say: BBR, a common node
-//! default, paces every connection, and without an `fq` qdisc the kernel paces with a timer per
-//! socket. Between pods of one node, where pacing buys nothing, arming that timer was ~40% of
-//! the Spark path's CPU on the benchmark VM (README "Performance"); the node's default stays
-//! the default, and operators choose per DaemonSet.
+//! Why a shuffle service has a say: BBR, a common node default, paces every connection, and
+//! without an `fq` qdisc the kernel paces with a timer per socket. Between processes of one
+//! host, where there is no network to pace for, arming that timer and the softirqs it triggers
+//! cost ~40% of the Spark path's CPU on the benchmark VM (README "Performance"). So
+//! connections from this host get a congestion control that does not pace (`reno`, allowed
+//! without privileges), and connections from other hosts keep the node's default (or the
+//! operator's choice).
+//!
+//! The choice is made per listener and per connection: the listener starts every connection
+//! with the local algorithm, and a connection from another host is switched to the remote one
+//! right after accept. That order matters: BBR turns pacing on when it starts on a connection,
+//! and switching away from it later leaves pacing on, while switching to it turns pacing on.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 
 use nix::errno::Errno;
@@ -26,6 +33,8 @@ pub enum CongestionError {
     NotAllowed { name: String, allowed: String },
     #[error("setting TCP congestion control {name:?}: {source}")]
     Other { name: String, source: Errno },
+    #[error("reading a socket's TCP congestion control: {0}")]
+    Read(#[from] std::io::Error),
 }
 
 /// Makes connections accepted on `listener` use the congestion control `name`.
@@ -51,6 +60,80 @@ pub fn set_congestion_control(listener: &impl AsFd, name: &str) -> Result<(), Co
 pub fn congestion_control(socket: &impl AsFd) -> std::io::Result<String> {
     let name = getsockopt(socket, TcpCongestion)?;
     Ok(name.to_string_lossy().trim_end_matches('\0').to_string())
+}
+
+/// Whether a connection's peer is a process on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peers {
+    Local,
+    Remote,
+}
+
+impl Peers {
+    /// Classifies a connection by its two ends: a loopback peer, or one whose address is the
+    /// address it connected to, runs on this host. A pod on this node but in the pod network
+    /// has an address of its own and counts as remote: telling it apart would need the routing
+    /// table, and treating it as remote only keeps the node's default.
+    pub fn of(peer: SocketAddr, local: SocketAddr) -> Self {
+        let (peer, local) = (peer.ip().to_canonical(), local.ip().to_canonical());
+        if peer.is_loopback() || peer == local {
+            Self::Local
+        } else {
+            Self::Remote
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Remote => "remote",
+        }
+    }
+}
+
+/// The congestion controls of one listener's connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CongestionPolicy {
+    /// What connections from this host use; every connection starts with it.
+    pub local: String,
+    /// What connections from other hosts are switched to after accept.
+    pub remote: String,
+}
+
+impl CongestionPolicy {
+    /// Sets `listener` up: connections from other hosts get `remote` (unset: the node's
+    /// default), connections from this host get `local` (unset: the same as the others). Both
+    /// names are checked here, so a typo fails at start, not per connection.
+    pub fn configure(
+        listener: &impl AsFd,
+        remote: Option<&str>,
+        local: Option<&str>,
+    ) -> Result<Self, CongestionError> {
+        if let Some(name) = remote {
+            set_congestion_control(listener, name)?;
+        }
+        let remote = congestion_control(listener)?;
+        let local = match local {
+            Some(name) if name != remote => {
+                set_congestion_control(listener, name)?;
+                name.to_string()
+            }
+            _ => remote.clone(),
+        };
+        Ok(Self { local, remote })
+    }
+
+    /// Gives an accepted connection its algorithm and says which kind of peer it has. A
+    /// connection that cannot be switched keeps the local algorithm and still works.
+    pub fn on_accept(&self, socket: &impl AsFd, peer: SocketAddr, local: SocketAddr) -> Peers {
+        let peers = Peers::of(peer, local);
+        if peers == Peers::Remote && self.remote != self.local {
+            if let Err(e) = set_congestion_control(socket, &self.remote) {
+                tracing::warn!(%peer, error = %e, "could not switch the connection's congestion control");
+            }
+        }
+        peers
+    }
 }
 
 fn read_list(path: &str) -> String {
@@ -89,5 +172,93 @@ mod tests {
             "lists what is available: {message}"
         );
         assert_eq!(congestion_control(&listener).unwrap(), before);
+    }
+
+    #[test]
+    fn peers_on_this_host_are_loopback_or_at_the_address_they_dialled() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let node = addr("10.0.0.5:7337");
+        for peer in [
+            "127.0.0.1:5000",
+            "127.0.0.2:5000",
+            "[::1]:5000",
+            "[::ffff:127.0.0.1]:5000",
+            "10.0.0.5:40000",
+        ] {
+            assert_eq!(Peers::of(addr(peer), node), Peers::Local, "{peer}");
+        }
+        assert_eq!(
+            Peers::of(
+                addr("[::ffff:10.0.0.5]:4000"),
+                addr("[::ffff:10.0.0.5]:7337")
+            ),
+            Peers::Local
+        );
+        for peer in ["10.0.0.6:5000", "192.168.1.5:5000", "[fe80::1]:5000"] {
+            assert_eq!(Peers::of(addr(peer), node), Peers::Remote, "{peer}");
+        }
+    }
+
+    /// An algorithm other than reno that this kernel has, to tell the two policies apart.
+    fn another_algorithm() -> Option<String> {
+        std::fs::read_to_string(AVAILABLE)
+            .ok()?
+            .split_whitespace()
+            .find(|name| *name != "reno")
+            .map(str::to_string)
+    }
+
+    #[test]
+    fn local_connections_keep_the_listeners_algorithm_and_remote_ones_are_switched() {
+        let Some(remote) = another_algorithm() else {
+            eprintln!("only reno on this kernel; nothing to tell apart");
+            return;
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let policy = CongestionPolicy::configure(&listener, Some(&remote), Some("reno")).unwrap();
+        assert_eq!(
+            policy,
+            CongestionPolicy {
+                local: "reno".into(),
+                remote: remote.clone()
+            }
+        );
+        assert_eq!(congestion_control(&listener).unwrap(), "reno");
+
+        let addr = listener.local_addr().unwrap();
+        let _a = TcpStream::connect(addr).unwrap();
+        let (local_conn, peer) = listener.accept().unwrap();
+        assert_eq!(policy.on_accept(&local_conn, peer, addr), Peers::Local);
+        assert_eq!(congestion_control(&local_conn).unwrap(), "reno");
+
+        // The same kind of socket, seen as if its peer were another host.
+        let _b = TcpStream::connect(addr).unwrap();
+        let (remote_conn, _) = listener.accept().unwrap();
+        let elsewhere = "10.1.2.3:40000".parse().unwrap();
+        assert_eq!(
+            policy.on_accept(&remote_conn, elsewhere, addr),
+            Peers::Remote
+        );
+        assert_eq!(congestion_control(&remote_conn).unwrap(), remote);
+    }
+
+    #[test]
+    fn without_a_local_choice_every_connection_gets_the_same_algorithm() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let node_default = congestion_control(&listener).unwrap();
+        let policy = CongestionPolicy::configure(&listener, None, None).unwrap();
+        assert_eq!(policy.local, node_default);
+        assert_eq!(policy.remote, node_default);
+        // Asking for the remote one as the local one changes nothing either.
+        let policy =
+            CongestionPolicy::configure(&listener, None, Some(node_default.as_str())).unwrap();
+        assert_eq!(policy.local, policy.remote);
+    }
+
+    #[test]
+    fn a_bad_local_algorithm_fails_at_start_naming_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = CongestionPolicy::configure(&listener, None, Some("no-such-cc")).unwrap_err();
+        assert!(err.to_string().contains("\"no-such-cc\""), "{err}");
     }
 }

@@ -772,34 +772,56 @@ async fn a_partition_corrupt_near_its_end_streams_but_never_completes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn tcp_congestion_control_is_set_on_both_ports_or_refused_by_name() {
+async fn connections_from_this_host_do_not_pace_and_a_bad_algorithm_is_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(&tmp.path().join("data"), &["--tcp-congestion", "reno"]).await;
+    let node_default = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .unwrap()
+        .trim()
+        .to_string();
+    let daemon = Daemon::start(&tmp.path().join("data"), &[]).await;
+    let spark = tokio::net::TcpStream::connect(daemon.spark).await.unwrap();
+    let grpc = tokio::net::TcpStream::connect(daemon.grpc).await.unwrap();
+    let counted = |page: &str, listener: &str| {
+        metric(
+            page,
+            &format!("kess_tcp_connections_total{{listener=\"{listener}\",peers=\"local\"}}"),
+        )
+    };
+    wait_until(|| async {
+        let page = daemon.metrics().await;
+        counted(&page, "spark") >= 1.0 && counted(&page, "grpc") >= 1.0
+    })
+    .await;
+    drop((spark, grpc));
     let page = daemon.metrics().await;
     for listener in ["spark", "grpc"] {
-        let series = format!(
-            "kess_tcp_congestion_control_info{{listener=\"{listener}\",algorithm=\"reno\"}}"
-        );
-        assert_eq!(metric(&page, &series), 1.0, "{series} in:\n{page}");
+        for (peers, algorithm) in [("local", "reno"), ("remote", node_default.as_str())] {
+            let series = format!(
+                "kess_tcp_congestion_control_info{{listener=\"{listener}\",peers=\"{peers}\",algorithm=\"{algorithm}\"}}"
+            );
+            assert_eq!(metric(&page, &series), 1.0, "{series} in:\n{page}");
+        }
     }
     assert!(daemon
         .log_text()
-        .contains("TCP congestion control for new connections"));
+        .contains("TCP congestion control for connections from this host and from others"));
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kess"))
-        .arg("daemon")
-        .arg("--data-dir")
-        .arg(tmp.path().join("other"))
-        .args(["--tcp-congestion", "no-such-cc"])
-        .args(["--spark-addr", &free_addr().to_string()])
-        .args(["--grpc-addr", &free_addr().to_string()])
-        .args(["--http-addr", &free_addr().to_string()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("\"no-such-cc\" is not available"),
-        "stderr: {stderr}"
-    );
+    for flag in ["--tcp-congestion", "--local-tcp-congestion"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kess"))
+            .arg("daemon")
+            .arg("--data-dir")
+            .arg(tmp.path().join("other"))
+            .args([flag, "no-such-cc"])
+            .args(["--spark-addr", &free_addr().to_string()])
+            .args(["--grpc-addr", &free_addr().to_string()])
+            .args(["--http-addr", &free_addr().to_string()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("\"no-such-cc\" is not available"),
+            "{flag}: stderr: {stderr}"
+        );
+    }
 }

@@ -62,10 +62,11 @@ pub struct EssBenchArgs {
     /// them from disk (a shuffle read long after it was written).
     #[arg(long)]
     pub cold: bool,
-    /// TCP congestion control for kess's connections and the sendfile reference's (the Java
-    /// service keeps the node's default); unset, all use the node's default.
-    #[arg(long, env = "KESS_TCP_CONGESTION")]
-    pub tcp_congestion: Option<String>,
+    /// TCP congestion control for kess's connections from this host (every connection here)
+    /// and for the sendfile reference's, as `kess daemon --local-tcp-congestion`: `reno` by
+    /// default, `same` for the node's default. The Java service keeps the node's default.
+    #[arg(long, env = "KESS_LOCAL_TCP_CONGESTION", default_value = "reno")]
+    pub local_tcp_congestion: String,
 }
 
 /// One fetch request: reduce partition `reduce` from every map output of `executor`.
@@ -107,7 +108,7 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
     let work = tempfile::Builder::new()
         .prefix("kess-bench-ess-")
         .tempdir_in(&args.work_dir)?;
-    let kess = KessProcess::spawn(work.path(), args.tcp_congestion.as_deref())?;
+    let kess = KessProcess::spawn(work.path(), &args.local_tcp_congestion)?;
     kess.wait_ready().await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = proc_stats::read(kess.pid())?;
@@ -122,7 +123,8 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
     );
     let node_default = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
         .map_or_else(|_| "unknown".to_string(), |s| s.trim().to_string());
-    let ours = args.tcp_congestion.as_deref().unwrap_or(&node_default);
+    let local = Some(args.local_tcp_congestion.as_str()).filter(|name| *name != "same");
+    let ours = local.unwrap_or(&node_default);
     println!(
         "bench ess tcp-congestion node={node_default} kess={ours} sendfile={ours} java={node_default}"
     );
@@ -210,12 +212,7 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
                 _ => None,
             };
             cold()?;
-            let limit = super::sendfile::run(
-                Arc::clone(&sendfile),
-                &requests,
-                concurrency,
-                args.tcp_congestion.as_deref(),
-            )?;
+            let limit = super::sendfile::run(Arc::clone(&sendfile), &requests, concurrency, local)?;
             label("sendfile", &limit);
             let kess_grpc = match &grpc {
                 Some(grpc) => {
@@ -581,16 +578,14 @@ struct KessProcess {
 }
 
 impl KessProcess {
-    fn spawn(work: &Path, congestion: Option<&str>) -> Result<Self, BoxError> {
+    fn spawn(work: &Path, local_congestion: &str) -> Result<Self, BoxError> {
         let spark_addr = free_addr()?;
         let grpc_addr = free_addr()?;
         let http_addr = free_addr()?;
         let log = std::fs::File::create(work.join("kess.log"))?;
         let mut command = Command::new(std::env::current_exe()?);
         command.arg("daemon");
-        if let Some(name) = congestion {
-            command.args(["--tcp-congestion", name]);
-        }
+        command.args(["--local-tcp-congestion", local_congestion]);
         let child = command
             .arg("--data-dir")
             .arg(work.join("kess-data"))

@@ -75,6 +75,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
     config.http_addr = "127.0.0.1:0".parse()?;
     config.spark_addr = "127.0.0.1:0".parse()?;
     config.min_free_bytes = ByteSize::b(0);
+    let local_congestion = config.local_congestion().map(str::to_string);
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .build_recorder()
         .handle();
@@ -104,7 +105,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
         let files = data_files(&daemon.store, shuffle as u32, maps)?;
         for &streams in &args.streams {
             let grpc = fetch_grpc(&channels, shuffle as u32, maps, block, streams).await?;
-            let tcp = copy_tcp(&files, block, streams).await?;
+            let tcp = copy_tcp(&files, block, streams, local_congestion.as_deref()).await?;
             if grpc.bytes != tcp.bytes {
                 return Err(format!("grpc moved {} bytes, tcp {}", grpc.bytes, tcp.bytes).into());
             }
@@ -276,9 +277,18 @@ fn data_files(
 }
 
 /// The reference: the same bytes, written from the same maps in blocks of the same size to
-/// plain TCP connections over loopback, read and dropped by the other side.
-async fn copy_tcp(files: &[Bytes], block: u64, streams: usize) -> Result<Figure, BoxError> {
+/// plain TCP connections over loopback, read and dropped by the other side. Its connections
+/// get the congestion control the daemon gives connections from this host.
+async fn copy_tcp(
+    files: &[Bytes],
+    block: u64,
+    streams: usize,
+    congestion: Option<&str>,
+) -> Result<Figure, BoxError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    if let Some(name) = congestion {
+        crate::tcp::set_congestion_control(&listener, name)?;
+    }
     let addr = listener.local_addr()?;
     let files = Arc::new(files.to_vec());
     let next = Arc::new(AtomicUsize::new(0));

@@ -23,6 +23,7 @@ use super::connection::{Reply, SparkConnection, SparkContext};
 use super::frame::SparkFrameCodec;
 use crate::metrics;
 use crate::store::FileSegment;
+use crate::tcp::CongestionPolicy;
 
 /// Linux's MSG_MORE (`<sys/socket.h>`), which nix does not name.
 const MSG_MORE: MsgFlags = MsgFlags::from_bits_retain(0x8000);
@@ -37,6 +38,8 @@ pub struct SparkListenerConfig {
     pub idle_timeout: Duration,
     /// Largest request frame accepted.
     pub max_frame_bytes: u64,
+    /// Which congestion control each connection gets.
+    pub congestion: Arc<CongestionPolicy>,
 }
 
 /// Accepts connections until `shutdown` turns true, then waits for the open ones to finish
@@ -62,6 +65,10 @@ pub async fn serve(
                 continue;
             }
         };
+        if let Ok(local) = socket.local_addr() {
+            let peers = config.congestion.on_accept(&socket, peer, local);
+            metrics::tcp_connection(metrics::SPARK, peers.label());
+        }
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             tracing::warn!(%peer, limit = config.max_connections, "Spark connection limit reached; refusing");
             metrics::error(metrics::SPARK, "connection_limit");
