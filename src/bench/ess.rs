@@ -17,6 +17,7 @@ use bytesize::ByteSize;
 use clap::Args;
 use tonic::transport::Channel;
 
+use super::grpc_reader::GrpcReader;
 use super::proc_stats::{self, ProcessStats};
 use super::spark_client::SparkClient;
 use super::spark_shuffle::{ShuffleShape, SparkShuffle};
@@ -136,7 +137,12 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
     let grpc = if args.no_grpc {
         None
     } else {
-        Some(super::connect_all(&format!("http://{}", kess.grpc_addr)).await?)
+        let pushers = super::connect_all(&format!("http://{}", kess.grpc_addr)).await?;
+        let mut readers = Vec::new();
+        for _ in 0..pushers.len() {
+            readers.push(GrpcReader::connect(kess.grpc_addr).await?);
+        }
+        Some((pushers, readers))
     };
     println!(
         "{:>8} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -161,8 +167,8 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
             register(addr, &app, &shuffle).await?;
         }
         bytes_on_disk += shuffle.total_bytes();
-        if let Some(grpc) = &grpc {
-            push_to_kess(grpc, &app, &shuffle).await?;
+        if let Some((pushers, _)) = &grpc {
+            push_to_kess(pushers, &app, &shuffle).await?;
             bytes_on_disk += shuffle.total_bytes();
         }
         let requests: Arc<Vec<FetchRequest>> = Arc::new(
@@ -215,9 +221,9 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
             let limit = super::sendfile::run(Arc::clone(&sendfile), &requests, concurrency, local)?;
             label("sendfile", &limit);
             let kess_grpc = match &grpc {
-                Some(grpc) => {
+                Some((_, readers)) => {
                     cold()?;
-                    let r = fetch_grpc(grpc, &app, &shuffle, &requests, concurrency, kess.pid())
+                    let r = fetch_grpc(readers, &app, &shuffle, &requests, concurrency, kess.pid())
                         .await?;
                     label("kess-grpc", &r);
                     Some(r)
@@ -416,9 +422,10 @@ async fn fetch_spark(
 }
 
 /// kess's gRPC path for the same requests: `concurrency` FetchBlocks streams in flight over at
-/// most 8 HTTP/2 connections.
+/// most 8 HTTP/2 connections, read by `GrpcReader` (each byte copied once, as by the other
+/// paths' readers).
 async fn fetch_grpc(
-    channels: &[ShuffleServiceClient<Channel>],
+    readers: &[GrpcReader],
     app: &str,
     shuffle: &Arc<SparkShuffle>,
     requests: &Arc<Vec<FetchRequest>>,
@@ -429,7 +436,7 @@ async fn fetch_grpc(
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..concurrency {
-        let mut client = channels[i % channels.len()].clone();
+        let reader = readers[i % readers.len()].clone();
         let (next, requests, shuffle, app) = (
             Arc::clone(&next),
             Arc::clone(requests),
@@ -451,17 +458,13 @@ async fn fetch_grpc(
                         end_partition: r.reduce as u32 + 1,
                     })
                     .collect();
-                let mut stream = client
-                    .fetch_blocks(FetchBlocksRequest {
+                bytes += reader
+                    .fetch_blocks(&FetchBlocksRequest {
                         app_id: app.clone(),
                         blocks,
                         max_chunk_bytes: 0,
                     })
-                    .await?
-                    .into_inner();
-                while let Some(chunk) = stream.message().await? {
-                    bytes += chunk.data.len() as u64;
-                }
+                    .await?;
                 latencies.push(started.elapsed());
             }
             Ok::<_, BoxError>((bytes, latencies))

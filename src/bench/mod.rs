@@ -22,6 +22,7 @@ use crate::proto::{
 };
 
 pub mod ess;
+mod grpc_reader;
 mod proc_stats;
 mod sendfile;
 mod spark_client;
