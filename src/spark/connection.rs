@@ -87,7 +87,8 @@ enum Chunk {
 }
 
 struct OpenStream {
-    app: String,
+    /// Shared with each chunk served, without a copy per chunk.
+    app: Arc<str>,
     chunks: Vec<Chunk>,
     next: usize,
     opened: Instant,
@@ -427,7 +428,7 @@ impl SparkConnection {
             self.streams.insert(
                 stream_id,
                 OpenStream {
-                    app,
+                    app: app.into(),
                     chunks,
                     next: 0,
                     opened: Instant::now(),
@@ -463,7 +464,7 @@ impl SparkConnection {
             ));
         }
         stream.next += 1;
-        let app = stream.app.clone();
+        let app = Arc::clone(&stream.app);
         let opened = stream.opened;
         let done = stream.next == stream.chunks.len();
         let chunk = std::mem::replace(&mut stream.chunks[index], Chunk::Refused(String::new()));
@@ -480,7 +481,7 @@ impl SparkConnection {
             }
             Err(e) => {
                 metrics::error(metrics::SPARK, "chunk_failure");
-                tracing::warn!(peer = %self.peer, app, stream = id.stream_id, chunk = id.chunk_index, error = %e, "Spark chunk not served");
+                tracing::warn!(peer = %self.peer, app = &*app, stream = id.stream_id, chunk = id.chunk_index, error = %e, "Spark chunk not served");
             }
         }
         served

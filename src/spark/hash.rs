@@ -87,14 +87,34 @@ pub fn resolve_file(
     sub_dirs_per_local_dir: i32,
     file_name: &str,
 ) -> Result<PathBuf, PathResolveError> {
+    let mut path = PathBuf::new();
+    resolve_file_into(&mut path, local_dirs, sub_dirs_per_local_dir, file_name)?;
+    Ok(path)
+}
+
+/// `resolve_file` into a buffer the caller reuses: the Spark path resolves two files per block
+/// served, and building each path anew cost three allocations.
+pub fn resolve_file_into(
+    path: &mut PathBuf,
+    local_dirs: &[String],
+    sub_dirs_per_local_dir: i32,
+    file_name: &str,
+) -> Result<(), PathResolveError> {
     if !is_plain_file_name(file_name) {
         return Err(PathResolveError::UnsafeFileName(file_name.to_owned()));
     }
     let placement = place_file(local_dirs.len(), sub_dirs_per_local_dir, file_name)?;
-    let mut path = PathBuf::from(&local_dirs[placement.local_dir_index]);
-    path.push(placement.sub_dir_name());
+    let mut sub_dir = [0u8; 8];
+    let mut cursor = std::io::Cursor::new(&mut sub_dir[..]);
+    // A u32 in hex fits 8 bytes, so the write cannot fail.
+    let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{:02x}", placement.sub_dir));
+    let written = cursor.position() as usize;
+    let sub_dir = std::str::from_utf8(&sub_dir[..written]).unwrap_or_default();
+    path.as_mut_os_string().clear();
+    path.push(&local_dirs[placement.local_dir_index]);
+    path.push(sub_dir);
     path.push(file_name);
-    Ok(path)
+    Ok(())
 }
 
 /// Reduce id Spark uses in the names of sort-shuffle output files.
@@ -108,6 +128,17 @@ pub fn shuffle_data_file_name(shuffle_id: i32, map_id: i64) -> String {
 /// `shuffle_S_M_0.index`: (numPartitions + 1) big-endian int64 offsets.
 pub fn shuffle_index_file_name(shuffle_id: i32, map_id: i64) -> String {
     format!("shuffle_{shuffle_id}_{map_id}_{NOOP_REDUCE_ID}.index")
+}
+
+/// Writes `shuffle_S_M_0.<extension>` into `name` (cleared first), for callers that reuse it.
+pub fn write_shuffle_file_name(name: &mut String, shuffle_id: i32, map_id: i64, extension: &str) {
+    use std::fmt::Write;
+    name.clear();
+    // Writing to a String cannot fail.
+    let _ = write!(
+        name,
+        "shuffle_{shuffle_id}_{map_id}_{NOOP_REDUCE_ID}.{extension}"
+    );
 }
 
 /// `shuffle_S_M_0.checksum.ALG`: one big-endian int64 checksum per partition.
@@ -193,6 +224,32 @@ mod tests {
         // h = 1515275369 (odd): dir 1, subdir (757637684 % 64) = 52 = 0x34.
         let path = resolve_file(&dirs, 64, "shuffle_0_3_0.data").unwrap();
         assert_eq!(path, Path::new("/b/34/shuffle_0_3_0.data"));
+    }
+
+    #[test]
+    fn a_reused_buffer_resolves_exactly_as_a_fresh_path() {
+        let dirs = ["/local/a/".to_string(), "/b".to_string()];
+        let (mut path, mut name) = (
+            PathBuf::from("/some/much/longer/previous/path"),
+            String::new(),
+        );
+        for (shuffle, map, extension) in [(0, 0, "data"), (0, 3, "index"), (7, 123456789, "data")] {
+            write_shuffle_file_name(&mut name, shuffle, map, extension);
+            assert_eq!(name, format!("shuffle_{shuffle}_{map}_0.{extension}"));
+            // 300 subdirs: some need three hex digits, as Spark's %02x prints them.
+            for sub_dirs in [64, 300] {
+                resolve_file_into(&mut path, &dirs, sub_dirs, &name).unwrap();
+                assert_eq!(path, resolve_file(&dirs, sub_dirs, &name).unwrap());
+                let placement = place_file(2, sub_dirs, &name).unwrap();
+                assert_eq!(
+                    path,
+                    Path::new(&dirs[placement.local_dir_index])
+                        .join(placement.sub_dir_name())
+                        .join(&name)
+                );
+            }
+        }
+        assert!(resolve_file_into(&mut path, &dirs, 64, "../x").is_err());
     }
 
     #[test]

@@ -111,9 +111,15 @@ async fn handle(
         if draining && !conn.has_open_streams() {
             break;
         }
-        let next = tokio::select! {
-            r = tokio::time::timeout(config.idle_timeout, frames.next()) => r,
-            _ = shutdown.changed(), if !draining => continue,
+        // A request already buffered whole is taken without arming the idle timer (pipelined
+        // chunk requests: one timer per block showed in profiles).
+        let next = if frames.decoder().holds_whole_frame(frames.read_buffer()) {
+            Ok(frames.next().await)
+        } else {
+            tokio::select! {
+                r = tokio::time::timeout(config.idle_timeout, frames.next()) => r,
+                _ = shutdown.changed(), if !draining => continue,
+            }
         };
         let frame = match next {
             Err(_) => {

@@ -76,6 +76,50 @@ pub enum SparkFileError {
     BadName(String),
 }
 
+thread_local! {
+    static SCRATCH: std::cell::RefCell<ScratchPaths> = std::cell::RefCell::new(ScratchPaths {
+        name: String::new(),
+        index: PathBuf::new(),
+        data: PathBuf::new(),
+    });
+}
+
+/// Buffers, one set per thread, for the names and paths of a map output's files: the Spark
+/// path resolves an index and a data file for every block it serves, and building them anew
+/// cost six or more allocations per block (README "Performance").
+struct ScratchPaths {
+    name: String,
+    index: PathBuf,
+    data: PathBuf,
+}
+
+impl ScratchPaths {
+    /// The path of `shuffle_<shuffle>_<map>_0.<extension>` (`index` or `data`) by Spark's hash
+    /// rule, in this set's buffer for that kind of file.
+    fn resolve(
+        &mut self,
+        info: &SparkExecutorInfo,
+        shuffle: i32,
+        map: i64,
+        extension: &str,
+    ) -> Result<&Path, SparkFileError> {
+        hash::write_shuffle_file_name(&mut self.name, shuffle, map, extension);
+        let path = if extension == "index" {
+            &mut self.index
+        } else {
+            &mut self.data
+        };
+        hash::resolve_file_into(
+            path,
+            &info.local_dirs,
+            info.sub_dirs_per_local_dir,
+            &self.name,
+        )
+        .map_err(|e| SparkFileError::BadName(e.to_string()))?;
+        Ok(path)
+    }
+}
+
 impl Store {
     /// Where an executor keeps the file `name` (Spark's hash rule).
     pub fn spark_file_path(
@@ -97,49 +141,52 @@ impl Store {
         start: i32,
         end: i32,
     ) -> Result<FileSegment, SparkFileError> {
-        let index_path =
-            self.spark_file_path(info, &hash::shuffle_index_file_name(shuffle, map))?;
-        let stored = self.index_cache.get_or_load(&index_path, || {
-            let raw = std::fs::read(&index_path).map_err(|e| SparkFileError::Open {
-                path: index_path.clone(),
-                reason: e.to_string(),
+        SCRATCH.with_borrow_mut(|scratch| {
+            let index_path = scratch.resolve(info, shuffle, map, "index")?;
+            let stored = self.index_cache.get_or_load(index_path, || {
+                let raw = std::fs::read(index_path).map_err(|e| SparkFileError::Open {
+                    path: index_path.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+                let index =
+                    ShuffleIndex::parse(&raw).map_err(|reason| SparkFileError::Damaged {
+                        path: index_path.to_path_buf(),
+                        reason,
+                    })?;
+                Ok(Arc::new(StoredIndex {
+                    index,
+                    crc32s: Box::new([]),
+                }))
             })?;
-            let index = ShuffleIndex::parse(&raw).map_err(|reason| SparkFileError::Damaged {
-                path: index_path.clone(),
-                reason,
-            })?;
-            Ok(Arc::new(StoredIndex {
-                index,
-                crc32s: Box::new([]),
-            }))
-        })?;
-        let out_of_range = || SparkFileError::OutOfRange {
-            path: index_path.clone(),
-            start,
-            end,
-            num_partitions: stored.index.num_partitions(),
-        };
-        let (Ok(s), Ok(e)) = (u32::try_from(start), u32::try_from(end)) else {
-            return Err(out_of_range());
-        };
-        let (from, to) = stored.index.range(s, e).ok_or_else(out_of_range)?;
-        let data_path = self.spark_file_path(info, &hash::shuffle_data_file_name(shuffle, map))?;
-        let mut data = self.open_spark_file(&data_path)?;
-        if data.len() < to {
-            // The index is newer than the file we opened (a map task re-ran): open it again once.
-            self.file_cache.invalidate(&data_path);
-            data = self.open_spark_file(&data_path)?;
+            let out_of_range = || SparkFileError::OutOfRange {
+                path: index_path.to_path_buf(),
+                start,
+                end,
+                num_partitions: stored.index.num_partitions(),
+            };
+            let (Ok(s), Ok(e)) = (u32::try_from(start), u32::try_from(end)) else {
+                return Err(out_of_range());
+            };
+            let (from, to) = stored.index.range(s, e).ok_or_else(out_of_range)?;
+            let data_path = scratch.resolve(info, shuffle, map, "data")?;
+            let mut data = self.open_spark_file(data_path)?;
             if data.len() < to {
-                return Err(SparkFileError::Damaged {
-                    path: data_path,
-                    reason: format!("{} bytes, the index needs {to}", data.len()),
-                });
+                // The index is newer than the file we opened (a map task re-ran): open it again
+                // once.
+                self.file_cache.invalidate(data_path);
+                data = self.open_spark_file(data_path)?;
+                if data.len() < to {
+                    return Err(SparkFileError::Damaged {
+                        path: data_path.to_path_buf(),
+                        reason: format!("{} bytes, the index needs {to}", data.len()),
+                    });
+                }
             }
-        }
-        Ok(FileSegment {
-            file: data,
-            offset: from,
-            len: to - from,
+            Ok(FileSegment {
+                file: data,
+                offset: from,
+                len: to - from,
+            })
         })
     }
 
