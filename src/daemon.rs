@@ -53,6 +53,33 @@ impl RunningDaemon {
     }
 }
 
+/// Sets up a listener's congestion control (`src/tcp.rs`), logs it and exports it.
+fn congestion_policy(
+    name: &'static str,
+    listener: &TcpListener,
+    config: &DaemonConfig,
+) -> Result<Arc<CongestionPolicy>, BoxError> {
+    let policy = CongestionPolicy::configure(
+        listener,
+        config.tcp_congestion.as_deref(),
+        config.local_congestion(),
+    )
+    .map_err(|e| format!("{name} listener: {e}"))?;
+    tracing::info!(
+        listener = name,
+        local = %policy.local,
+        remote = %policy.remote,
+        "TCP congestion control for connections from this host and from others"
+    );
+    for (peers, algorithm) in [
+        (Peers::Local, &policy.local),
+        (Peers::Remote, &policy.remote),
+    ] {
+        crate::metrics::tcp_congestion_control(name, peers.label(), algorithm.clone());
+    }
+    Ok(Arc::new(policy))
+}
+
 /// Opens the store, binds every listener and starts serving.
 pub async fn start(
     config: DaemonConfig,
@@ -74,29 +101,8 @@ pub async fn start(
     let spark_listener = TcpListener::bind(config.spark_addr)
         .await
         .map_err(|e| format!("binding Spark address {}: {e}", config.spark_addr))?;
-    let mut policies = Vec::new();
-    for (name, listener) in [(SPARK, &spark_listener), (GRPC, &grpc_listener)] {
-        let policy = CongestionPolicy::configure(
-            listener,
-            config.tcp_congestion.as_deref(),
-            config.local_congestion(),
-        )
-        .map_err(|e| format!("{name} listener: {e}"))?;
-        tracing::info!(
-            listener = name,
-            local = %policy.local,
-            remote = %policy.remote,
-            "TCP congestion control for connections from this host and from others"
-        );
-        for (peers, algorithm) in [
-            (Peers::Local, &policy.local),
-            (Peers::Remote, &policy.remote),
-        ] {
-            crate::metrics::tcp_congestion_control(name, peers.label(), algorithm.clone());
-        }
-        policies.push(Arc::new(policy));
-    }
-    let (spark_policy, grpc_policy) = (Arc::clone(&policies[0]), Arc::clone(&policies[1]));
+    let spark_policy = congestion_policy(SPARK, &spark_listener, &config)?;
+    let grpc_policy = congestion_policy(GRPC, &grpc_listener, &config)?;
     let spark_addr = spark_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
