@@ -421,3 +421,36 @@ fn a_data_file_cut_short_after_opening_is_a_clear_error_not_short_data() {
         other => panic!("expected DamagedFiles, got {other:?}"),
     }
 }
+
+#[test]
+fn an_executor_entry_goes_when_it_is_idle_and_not_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let executors = |store: &Arc<Store>| -> Vec<(String, bool, u32)> {
+        store
+            .snapshot(None)
+            .unwrap()
+            .iter()
+            .flat_map(|a| a.executors.iter())
+            .map(|e| (e.executor_id.clone(), e.registered, e.fetches_in_flight))
+            .collect()
+    };
+    store.register_executor(&app(), &exec("1")).unwrap();
+    store.track(&app(), &exec("2"), 0, 1);
+    store.track(&app(), &exec("3"), 0, 1);
+    store.track(&app(), &exec("3"), 0, 1);
+    // A registered executor stays when another's fetch ends; a busy one stays until its last.
+    store.track(&app(), &exec("2"), 0, -1);
+    store.track(&app(), &exec("3"), 0, -1);
+    assert_eq!(
+        executors(&store),
+        vec![("1".into(), true, 0), ("3".into(), false, 1)]
+    );
+    store.track(&app(), &exec("3"), 0, -1);
+    store.track(&app(), &exec("1"), 0, 1);
+    store.unregister_executor(&app(), &exec("1")).unwrap();
+    assert_eq!(executors(&store), vec![("1".into(), false, 1)]);
+    // Nothing left of the application once its last executor is idle and it stores nothing.
+    store.track(&app(), &exec("1"), 0, -1);
+    assert!(store.snapshot(None).unwrap().is_empty());
+}
