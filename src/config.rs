@@ -152,7 +152,7 @@ pub struct RemoveAppArgs {
 impl DaemonConfig {
     /// `--local-tcp-congestion`, with `same` as none of its own.
     pub fn local_congestion(&self) -> Option<&str> {
-        Some(self.local_tcp_congestion.as_str()).filter(|name| *name != "same")
+        crate::tcp::local_algorithm(&self.local_tcp_congestion)
     }
 
     /// The Spark authentication secret, from the flag or the file.

@@ -62,6 +62,12 @@ pub fn congestion_control(socket: &impl AsFd) -> std::io::Result<String> {
     Ok(name.to_string_lossy().trim_end_matches('\0').to_string())
 }
 
+/// `--local-tcp-congestion`'s value: the algorithm for connections from this host, or none of
+/// its own for `same` (they get what other connections get).
+pub fn local_algorithm(setting: &str) -> Option<&str> {
+    Some(setting).filter(|name| *name != "same")
+}
+
 /// Whether a connection's peer is a process on this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peers {

@@ -124,7 +124,7 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
     );
     let node_default = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
         .map_or_else(|_| "unknown".to_string(), |s| s.trim().to_string());
-    let local = Some(args.local_tcp_congestion.as_str()).filter(|name| *name != "same");
+    let local = crate::tcp::local_algorithm(&args.local_tcp_congestion);
     let ours = local.unwrap_or(&node_default);
     println!(
         "bench ess tcp-congestion node={node_default} kess={ours} sendfile={ours} java={node_default}"

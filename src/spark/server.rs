@@ -106,6 +106,8 @@ async fn handle(
     let mut frames = FramedRead::new(read, codec);
     let mut out = Outbox::new(write);
     let mut conn = SparkConnection::new(ctx, peer.clone());
+    // Whether the read buffer holds the whole next request (pipelined chunk requests).
+    let mut next_buffered = false;
     loop {
         let draining = *shutdown.borrow();
         if draining && !conn.has_open_streams() {
@@ -113,7 +115,7 @@ async fn handle(
         }
         // A request already buffered whole is taken without arming the idle timer (pipelined
         // chunk requests: one timer per block showed in profiles).
-        let next = if frames.decoder().holds_whole_frame(frames.read_buffer()) {
+        let next = if next_buffered {
             Ok(frames.next().await)
         } else {
             tokio::select! {
@@ -135,7 +137,7 @@ async fn handle(
             }
             Ok(Some(Ok(frame))) => frame,
         };
-        let more_requests = frames.decoder().holds_whole_frame(frames.read_buffer());
+        next_buffered = frames.decoder().holds_whole_frame(frames.read_buffer());
         for reply in conn.handle(frame) {
             match reply {
                 Reply::Frame(f) => {
@@ -165,7 +167,7 @@ async fn handle(
         }
         // Pipelined requests already buffered are answered before one flush; a request only
         // partly here does not hold back the replies before it.
-        if !more_requests || conn.close {
+        if !next_buffered || conn.close {
             out.flush(false).await?;
         }
         if conn.close {

@@ -93,31 +93,19 @@ struct ScratchPaths {
     data: PathBuf,
 }
 
-impl ScratchPaths {
-    /// The path of `shuffle_<shuffle>_<map>_0.<extension>` (`index` or `data`) by Spark's hash
-    /// rule, in this set's buffer for that kind of file.
-    fn resolve(
-        &mut self,
-        info: &SparkExecutorInfo,
-        shuffle: i32,
-        map: i64,
-        extension: &str,
-    ) -> Result<&Path, SparkFileError> {
-        hash::write_shuffle_file_name(&mut self.name, shuffle, map, extension);
-        let path = if extension == "index" {
-            &mut self.index
-        } else {
-            &mut self.data
-        };
-        hash::resolve_file_into(
-            path,
-            &info.local_dirs,
-            info.sub_dirs_per_local_dir,
-            &self.name,
-        )
+/// The path of `shuffle_<shuffle>_<map>_0.<extension>` by Spark's hash rule, built in `path`
+/// (its name in `name`).
+fn resolve_map_file<'a>(
+    name: &mut String,
+    path: &'a mut PathBuf,
+    info: &SparkExecutorInfo,
+    (shuffle, map): (i32, i64),
+    extension: &str,
+) -> Result<&'a Path, SparkFileError> {
+    hash::write_shuffle_file_name(name, shuffle, map, extension);
+    hash::resolve_file_into(path, &info.local_dirs, info.sub_dirs_per_local_dir, name)
         .map_err(|e| SparkFileError::BadName(e.to_string()))?;
-        Ok(path)
-    }
+    Ok(path)
 }
 
 impl Store {
@@ -141,8 +129,8 @@ impl Store {
         start: i32,
         end: i32,
     ) -> Result<FileSegment, SparkFileError> {
-        SCRATCH.with_borrow_mut(|scratch| {
-            let index_path = scratch.resolve(info, shuffle, map, "index")?;
+        SCRATCH.with_borrow_mut(|ScratchPaths { name, index, data }| {
+            let index_path = resolve_map_file(name, index, info, (shuffle, map), "index")?;
             let stored = self.index_cache.get_or_load(index_path, || {
                 let raw = std::fs::read(index_path).map_err(|e| SparkFileError::Open {
                     path: index_path.to_path_buf(),
@@ -168,7 +156,7 @@ impl Store {
                 return Err(out_of_range());
             };
             let (from, to) = stored.index.range(s, e).ok_or_else(out_of_range)?;
-            let data_path = scratch.resolve(info, shuffle, map, "data")?;
+            let data_path = resolve_map_file(name, data, info, (shuffle, map), "data")?;
             let mut data = self.open_spark_file(data_path)?;
             if data.len() < to {
                 // The index is newer than the file we opened (a map task re-ran): open it again
