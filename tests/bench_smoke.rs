@@ -60,6 +60,9 @@ fn bench_ess_runs_every_shape_and_path() {
             "1,4",
             "--executors",
             "2",
+            // Two runs per path, so the median is taken over more than one.
+            "--repeat",
+            "2",
             // Every run starts from disk: the page-cache eviction works without root.
             "--cold",
         ])
@@ -101,6 +104,10 @@ fn bench_ess_runs_every_shape_and_path() {
             };
             // The bench itself fails if a path moves a different byte count; all three agree.
             assert_eq!(bytes("kess-spark"), bytes("sendfile"));
+            for line in &lines {
+                let runs = line.split(" gbps_runs=").nth(1).unwrap_or_default();
+                assert_eq!(runs.split(',').count(), 2, "{line}");
+            }
             assert_eq!(bytes("kess-grpc"), bytes("sendfile"));
             assert!(stdout.contains(&format!(
                 "bench ess-ratio shape={shape} concurrency={concurrency} kess-spark/sendfile throughput="

@@ -1,7 +1,9 @@
 //! `kess bench-ess`: kess against Spark's own Java shuffle service, side by side, on the same
 //! files with the same client, plus the machine's limit (sendfile over loopback) and kess's gRPC
 //! path for the same blocks. Each server runs as its own process so its CPU time and peak RSS
-//! can be read from `/proc`. Prints a table and one `bench ess …` line per figure.
+//! can be read from `/proc`. Prints a table and one `bench ess …` line per figure. Each path runs
+//! `--repeat` times (3 by default), the paths taking turns, and is reported by its median run
+//! (its line lists every run's throughput): single runs on a shared VM swing by a third.
 //!
 //! The Java service is started by the caller (`benches/ess.sh` does it) and named with
 //! `--java-addr` and `--java-pid`; without them only kess and the references are measured.
@@ -59,6 +61,10 @@ pub struct EssBenchArgs {
     /// Where the shuffle files and kess's data go (a temporary directory under it).
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     pub work_dir: PathBuf,
+    /// Runs of each path per shape and concurrency. The paths take turns, so a slow stretch of
+    /// the machine hits them alike, and each is reported by its median run.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
     /// Evict the shuffle files from the page cache before each run, so every server reads
     /// them from disk (a shuffle read long after it was written).
     #[arg(long)]
@@ -187,7 +193,7 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
         }
         for &concurrency in &args.concurrency {
             let concurrency = concurrency.max(1);
-            let label = |path: &str, r: &RunResult| {
+            let label = |path: &str, r: &PathRuns| {
                 print_figure(shape, concurrency, path, &shuffle, r);
             };
             let cold = || -> Result<(), BoxError> {
@@ -196,62 +202,82 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
                 }
                 Ok(())
             };
-            cold()?;
-            let kess_spark = fetch_spark(
-                kess.spark_addr,
-                &app,
-                &shuffle,
-                &requests,
-                concurrency,
-                Some(kess.pid()),
-            )
-            .await?;
-            label("kess-spark", &kess_spark);
-            let java = match (args.java_addr, args.java_pid) {
-                (Some(addr), Some(pid)) => {
+            let (mut spark, mut java, mut limit, mut kess_grpc) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..args.repeat {
+                cold()?;
+                spark.push(
+                    fetch_spark(
+                        kess.spark_addr,
+                        &app,
+                        &shuffle,
+                        &requests,
+                        concurrency,
+                        Some(kess.pid()),
+                    )
+                    .await?,
+                );
+                if let (Some(addr), Some(pid)) = (args.java_addr, args.java_pid) {
                     cold()?;
-                    let r = fetch_spark(addr, &app, &shuffle, &requests, concurrency, Some(pid))
-                        .await?;
-                    label("java-spark", &r);
-                    Some(r)
+                    java.push(
+                        fetch_spark(addr, &app, &shuffle, &requests, concurrency, Some(pid))
+                            .await?,
+                    );
                 }
-                _ => None,
-            };
-            cold()?;
-            let limit = super::sendfile::run(Arc::clone(&sendfile), &requests, concurrency, local)?;
-            label("sendfile", &limit);
-            let kess_grpc = match &grpc {
-                Some((_, readers)) => {
+                cold()?;
+                limit.push(super::sendfile::run(
+                    Arc::clone(&sendfile),
+                    &requests,
+                    concurrency,
+                    local,
+                )?);
+                if let Some((_, readers)) = &grpc {
                     cold()?;
-                    let r = fetch_grpc(readers, &app, &shuffle, &requests, concurrency, kess.pid())
-                        .await?;
-                    label("kess-grpc", &r);
-                    Some(r)
+                    kess_grpc.push(
+                        fetch_grpc(readers, &app, &shuffle, &requests, concurrency, kess.pid())
+                            .await?,
+                    );
                 }
-                None => None,
-            };
-            for r in [Some(&kess_spark), java.as_ref(), kess_grpc.as_ref()]
-                .into_iter()
-                .flatten()
-            {
-                if r.bytes != shuffle.total_bytes() || limit.bytes != shuffle.total_bytes() {
+            }
+            for (path, runs) in [
+                ("kess-spark", &spark),
+                ("java-spark", &java),
+                ("sendfile", &limit),
+                ("kess-grpc", &kess_grpc),
+            ] {
+                if let Some(r) = runs.iter().find(|r| r.bytes != shuffle.total_bytes()) {
                     return Err(format!(
-                        "{} {concurrency}: moved {} / {} bytes, the shuffle has {}",
+                        "{} {concurrency} {path}: moved {} bytes, the shuffle has {}",
                         shape.name(),
                         r.bytes,
-                        limit.bytes,
                         shuffle.total_bytes()
                     )
                     .into());
                 }
             }
+            let (kess_spark, java, limit, kess_grpc) = (
+                median_run(spark),
+                median_run(java),
+                median_run(limit),
+                median_run(kess_grpc),
+            );
+            let kess_spark = kess_spark.ok_or("no kess run")?;
+            let limit = limit.ok_or("no sendfile run")?;
+            label("kess-spark", &kess_spark);
+            if let Some(r) = &java {
+                label("java-spark", r);
+            }
+            label("sendfile", &limit);
+            if let Some(r) = &kess_grpc {
+                label("kess-grpc", r);
+            }
             print_ratios(
                 shape,
                 concurrency,
-                &kess_spark,
-                java.as_ref(),
-                &limit,
-                kess_grpc.as_ref(),
+                &kess_spark.median,
+                java.as_ref().map(|r| &r.median),
+                &limit.median,
+                kess_grpc.as_ref().map(|r| &r.median),
             );
         }
     }
@@ -288,13 +314,29 @@ fn evict_page_cache(dir: &Path) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// A path's runs at one shape and concurrency: the one with the median throughput (whose
+/// figures are printed), and every run's throughput, in order.
+struct PathRuns {
+    median: RunResult,
+    gbps: Vec<f64>,
+}
+
+fn median_run(mut runs: Vec<RunResult>) -> Option<PathRuns> {
+    let gbps = runs.iter().map(RunResult::gbps).collect();
+    runs.sort_by(|a, b| a.gbps().total_cmp(&b.gbps()));
+    let middle = runs.len() / 2;
+    let median = runs.into_iter().nth(middle)?;
+    Some(PathRuns { median, gbps })
+}
+
 fn print_figure(
     shape: ShuffleShape,
     concurrency: usize,
     path: &str,
     shuffle: &SparkShuffle,
-    r: &RunResult,
+    runs: &PathRuns,
 ) {
+    let r = &runs.median;
     let cpu = r.cpu_per_gb().map_or("-".into(), |c| format!("{c:.2}"));
     let peak = r
         .server
@@ -310,8 +352,9 @@ fn print_figure(
         cpu,
         peak
     );
+    let all: Vec<String> = runs.gbps.iter().map(|g| format!("{g:.3}")).collect();
     println!(
-        "bench ess shape={} concurrency={concurrency} path={path} bytes={} blocks={} gbps={:.3} p50_ms={:.3} p99_ms={:.3} cpu_s_per_gb={cpu} peak_rss_bytes={}",
+        "bench ess shape={} concurrency={concurrency} path={path} bytes={} blocks={} gbps={:.3} p50_ms={:.3} p99_ms={:.3} cpu_s_per_gb={cpu} peak_rss_bytes={} gbps_runs={}",
         shape.name(),
         r.bytes,
         shuffle.total_blocks(),
@@ -319,6 +362,7 @@ fn print_figure(
         r.percentile_ms(0.5),
         r.percentile_ms(0.99),
         r.server.map_or(0, |s| s.peak_rss_bytes),
+        all.join(","),
     );
 }
 
