@@ -105,6 +105,13 @@ pub struct DaemonConfig {
     /// Spark connections idle this long are closed.
     #[arg(long, env = "KESS_SPARK_IDLE_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub spark_idle_timeout: Duration,
+    /// Pipe memory for sending Spark block bodies in batches (1 MiB pipes, each lent to one
+    /// connection for one batch of replies; connections finding none free use sendfile per
+    /// block); `0` turns pipes off. Counts against the user's pipe budget
+    /// (`/proc/sys/fs/pipe-user-pages-soft`, 64 MiB by default) shared with every process of
+    /// that user on the node.
+    #[arg(long, env = "KESS_SPARK_PIPE_BYTES", default_value = "16MiB")]
+    pub spark_pipe_bytes: ByteSize,
     /// Largest request frame accepted on the Spark port.
     #[arg(long, env = "KESS_SPARK_MAX_FRAME_BYTES", default_value = "16MiB")]
     pub spark_max_frame_bytes: ByteSize,

@@ -20,6 +20,7 @@ use crate::http::{self, Readiness};
 use crate::metrics::{GRPC, SPARK};
 use crate::proto::admin_service_server::AdminServiceServer;
 use crate::proto::shuffle_service_server::ShuffleServiceServer;
+use crate::spark::body_pipe::PipePool;
 use crate::spark::{self, connection::SparkContext, server::SparkListenerConfig};
 use crate::store::{now_ms, Store, StoreConfig};
 use crate::tcp::{CongestionPolicy, Peers};
@@ -176,6 +177,7 @@ pub async fn start(
             max_connections: config.spark_max_connections,
             idle_timeout: config.spark_idle_timeout,
             max_frame_bytes: config.spark_max_frame_bytes.as_u64(),
+            pipes: PipePool::new(config.spark_pipe_bytes.as_u64()),
             congestion: spark_policy,
         },
         shutdown_rx.clone(),

@@ -36,6 +36,8 @@ pub const HEAP_TRIMS: &str = "kess_heap_trims_total";
 pub const TCP_CONGESTION: &str = "kess_tcp_congestion_control_info";
 pub const TCP_CONNECTIONS: &str = "kess_tcp_connections_total";
 pub const SPARK_UNCACHED_BLOCKS: &str = "kess_spark_uncached_blocks_total";
+pub const SPARK_PIPES_IN_USE: &str = "kess_spark_pipes_in_use";
+pub const SPARK_PIPE_REQUESTS: &str = "kess_spark_pipe_requests_total";
 
 /// Protocol label values.
 pub const GRPC: &str = "grpc";
@@ -109,6 +111,14 @@ fn describe() {
     describe_counter!(
         SPARK_UNCACHED_BLOCKS,
         "Spark block bodies not in the page cache, sent from the blocking pool so only their connection waits for the disk."
+    );
+    describe_gauge!(
+        SPARK_PIPES_IN_USE,
+        "Pipes carrying a batch of Spark block bodies to a connection right now (at most --spark-pipe-bytes / 1 MiB)."
+    );
+    describe_counter!(
+        SPARK_PIPE_REQUESTS,
+        "Spark connections asking for a pipe for their batch of block bodies, by outcome (lent; none_free: every pipe of the budget in use, so the body went out with sendfile)."
     );
     describe_gauge!(
         TCP_CONGESTION,
@@ -245,6 +255,14 @@ pub fn tcp_connection(listener: &'static str, peers: &'static str) {
 
 pub fn spark_uncached_block() {
     counter!(SPARK_UNCACHED_BLOCKS).increment(1);
+}
+
+pub fn spark_pipes_in_use(delta: f64) {
+    gauge!(SPARK_PIPES_IN_USE).increment(delta);
+}
+
+pub fn spark_pipe_request(outcome: &'static str) {
+    counter!(SPARK_PIPE_REQUESTS, "outcome" => outcome).increment(1);
 }
 
 pub fn heap_trimmed() {

@@ -573,21 +573,16 @@ async fn sasl_authentication_guards_every_request() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn blocks_not_in_the_page_cache_are_served_whole() {
-    // On the build's disk, not a tmpfs: its pages can be evicted.
-    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let dir = tmp.path().join("blockmgr-cold");
-    // Two bodies large enough for sendfile (the first larger than the socket's buffers, so it
-    // leaves in several calls) around one small enough to be copied inline.
-    let sizes = [8_000_000usize, 4_000, 300_000];
+/// Writes map 0 of shuffle 0, with blocks of `sizes` bytes, into the executor local dir `dir` as
+/// Spark lays it out; returns the local dirs to register and the data file's bytes.
+fn write_map_output(dir: &Path, sizes: &[usize]) -> ([String; 1], Vec<u8>) {
     let data: Vec<u8> = (0..sizes.iter().sum::<usize>())
         .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
         .collect();
     let mut index = vec![0u8; 8];
     let mut at = 0u64;
     for s in sizes {
-        at += s as u64;
+        at += *s as u64;
         index.extend_from_slice(&at.to_be_bytes());
     }
     let locals = [dir.to_string_lossy().into_owned()];
@@ -598,6 +593,21 @@ async fn blocks_not_in_the_page_cache_are_served_whole() {
         let path = kess::spark::hash::resolve_file(&locals, 64, name).unwrap();
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, bytes).unwrap();
+    }
+    (locals, data)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blocks_not_in_the_page_cache_are_served_whole() {
+    // On the build's disk, not a tmpfs: its pages can be evicted.
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tmp.path().join("blockmgr-cold");
+    // Two bodies large enough for sendfile (the first larger than the socket's buffers, so it
+    // leaves in several calls) around one small enough to be copied inline.
+    let sizes = [8_000_000usize, 4_000, 300_000];
+    let (locals, data) = write_map_output(&dir, &sizes);
+    for name in ["shuffle_0_0_0.data", "shuffle_0_0_0.index"] {
+        let path = kess::spark::hash::resolve_file(&locals, 64, name).unwrap();
         let file = std::fs::File::open(&path).unwrap();
         file.sync_all().unwrap();
         nix::fcntl::posix_fadvise(
@@ -689,4 +699,96 @@ async fn a_reply_does_not_wait_for_the_rest_of_the_next_request() {
         }) => assert_eq!(stream_chunk_id.chunk_index, 1),
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// Large bodies pipelined on two connections at once, without pipes (a budget of 0) and with
+/// one pipe for both: every byte arrives in order either way. Then the data file is cut short
+/// under blocks just served: the connection closes without completing a frame.
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_bodies_arrive_whole_with_or_without_a_pipe_and_a_cut_file_ends_the_stream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("blockmgr-pipes");
+    // From just over the inline limit to larger than a pipe; together many pipes full.
+    let sizes: Vec<usize> = (0..24)
+        .map(|i| 17_000 + (i * 397_531) % 1_400_000)
+        .collect();
+    let (locals, data) = write_map_output(&dir, &sizes);
+    let all = || fetch("0", vec![0], vec![(0..24).collect()], false);
+    let mut last = None;
+    for budget in ["0", "1MiB"] {
+        // One daemon at a time on the data dir.
+        drop(last.take());
+        let daemon = start(tmp.path(), &["--spark-pipe-bytes", budget]).await;
+        let mut c = Client::connect(&daemon).await;
+        assert_eq!(c.register("0", &locals[0]).await.unwrap().len(), 0);
+        let fetch_all = || async {
+            let mut c = Client::connect(&daemon).await;
+            let h = c.open(all()).await;
+            c.chunks(h).await
+        };
+        let (a, b) = tokio::join!(fetch_all(), fetch_all());
+        for got in [a, b] {
+            assert_eq!(got.len(), sizes.len());
+            let mut from = 0;
+            for (chunk, size) in got.into_iter().zip(&sizes) {
+                let chunk = chunk.unwrap();
+                assert_eq!(
+                    chunk.as_ref(),
+                    &data[from..from + size],
+                    "{budget}: block at {from}"
+                );
+                from += size;
+            }
+        }
+        let page = daemon.metrics().await;
+        let lent = metric(&page, "kess_spark_pipe_requests_total{outcome=\"lent\"}");
+        let none_free = metric(
+            &page,
+            "kess_spark_pipe_requests_total{outcome=\"none_free\"}",
+        );
+        match budget {
+            "0" => assert_eq!((lent, none_free >= 1.0), (0.0, true)),
+            _ => assert!(lent >= 1.0, "{lent}"),
+        }
+        assert_eq!(
+            metric(&page, "kess_spark_pipes_in_use"),
+            0.0,
+            "every pipe given back"
+        );
+        last = Some((daemon, c));
+    }
+    let (_daemon, mut c) = last.unwrap();
+
+    // Cut the file inside the last block; the blocks before it are still whole on disk.
+    let data_path = kess::spark::hash::resolve_file(&locals, 64, "shuffle_0_0_0.data").unwrap();
+    let cut = data.len() - sizes[23] / 2;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&data_path)
+        .unwrap()
+        .set_len(cut as u64)
+        .unwrap();
+    let h = c.open(all()).await;
+    for i in 0..h.num_chunks {
+        c.send(SparkFrame::ChunkFetchRequest {
+            stream_chunk_id: StreamChunkId {
+                stream_id: h.stream_id,
+                chunk_index: i,
+            },
+        })
+        .await;
+    }
+    let mut whole = 0;
+    loop {
+        match c.framed.next().await {
+            Some(Ok(SparkFrame::ChunkFetchSuccess { body, .. })) => {
+                assert_eq!(body.len(), sizes[whole], "block {whole}");
+                whole += 1;
+            }
+            Some(Ok(other)) => panic!("unexpected {other:?}"),
+            // The connection closed, mid-frame or between frames.
+            Some(Err(_)) | None => break,
+        }
+    }
+    assert!(whole < 24, "the cut block was answered as whole");
 }

@@ -3,6 +3,7 @@
 //! listener.
 
 pub mod block_id;
+pub mod body_pipe;
 pub mod connection;
 pub mod error;
 pub mod frame;

@@ -1,8 +1,9 @@
 //! The Spark shuffle-service listener (port 7337): accepts connections up to a limit, decodes
 //! frames with `SparkFrameCodec` (a whole frame before parsing, bounded size), and writes each
-//! request's replies in order. Block bodies go from the page cache to the socket with
-//! `sendfile(2)`; small ones are copied into the write buffer instead, so pipelined tiny blocks
-//! leave in a few large writes rather than one syscall each. A body not in the page cache is
+//! request's replies in order. Block bodies go from the page cache to the socket without a copy:
+//! through the connection's pipe (`BodyPipe`), so the bodies of pipelined requests leave in one
+//! splice per batch; small ones are copied into the write buffer instead, so pipelined tiny
+//! blocks leave in a few large writes rather than one syscall each. A body not in the page cache is
 //! read or sent from the blocking pool, so waiting for the disk stalls its own connection, not
 //! every connection of a runtime thread. A malformed frame closes that connection only.
 
@@ -19,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::codec::FramedRead;
 
+use super::body_pipe::{BodyPipe, PipePool, PooledPipe};
 use super::connection::{Reply, SparkConnection, SparkContext};
 use super::frame::SparkFrameCodec;
 use crate::metrics;
@@ -40,6 +42,8 @@ pub struct SparkListenerConfig {
     pub max_frame_bytes: u64,
     /// Which congestion control each connection gets.
     pub congestion: Arc<CongestionPolicy>,
+    /// Where connections borrow a pipe for a batch of block bodies.
+    pub pipes: Arc<PipePool>,
 }
 
 /// Accepts connections until `shutdown` turns true, then waits for the open ones to finish
@@ -104,7 +108,7 @@ async fn handle(
     let (read, write) = socket.into_split();
     let codec = SparkFrameCodec::new().with_max_frame_length(config.max_frame_bytes);
     let mut frames = FramedRead::new(read, codec);
-    let mut out = Outbox::new(write);
+    let mut out = Outbox::new(write, Arc::clone(&config.pipes));
     let mut conn = SparkConnection::new(ctx, peer.clone());
     // Whether the read buffer holds the whole next request (pipelined chunk requests).
     let mut next_buffered = false;
@@ -179,21 +183,27 @@ async fn handle(
 }
 
 /// The write side of a connection: replies are gathered in one buffer and leave in few
-/// syscalls. Before a body goes out with sendfile, the buffered bytes (its frame header, and
-/// whatever small replies precede it) are sent with MSG_MORE, so header and body share TCP
-/// segments instead of the header leaving alone in a tiny packet.
+/// syscalls. A cached body goes into a pipe borrowed for the batch, behind the buffered bytes
+/// (its frame header, and whatever small replies precede it); the pipe goes to the socket when
+/// it is full or the batch ends. Without a pipe (or for a body on disk), the buffered bytes are
+/// sent with MSG_MORE and the body with sendfile, so header and body still share TCP segments.
 struct Outbox {
     writer: OwnedWriteHalf,
     buf: Vec<u8>,
+    pipes: Arc<PipePool>,
+    /// Borrowed at the batch's first cached body, given back when the batch is out.
+    pipe: Option<PooledPipe>,
 }
 
 impl Outbox {
     const FLUSH_AT: usize = 64 << 10;
 
-    fn new(writer: OwnedWriteHalf) -> Self {
+    fn new(writer: OwnedWriteHalf, pipes: Arc<PipePool>) -> Self {
         Self {
             writer,
             buf: Vec::with_capacity(Self::FLUSH_AT + INLINE_BODY_MAX as usize),
+            pipes,
+            pipe: None,
         }
     }
 
@@ -229,8 +239,15 @@ impl Outbox {
         Ok(())
     }
 
-    /// Sends everything buffered; `more` tells the kernel more data follows at once.
+    /// Sends everything buffered (the pipe first); `more` tells the kernel more data follows at
+    /// once. Without more, the batch is over and the pipe goes back to the pool.
     async fn flush(&mut self, more: bool) -> std::io::Result<()> {
+        if let Some(pipe) = self.pipe.as_mut() {
+            drain(self.writer.as_ref(), pipe, more || !self.buf.is_empty()).await?;
+            if !more {
+                self.pipe = None;
+            }
+        }
         let flags = if more {
             MSG_MORE | MsgFlags::MSG_NOSIGNAL
         } else {
@@ -255,14 +272,65 @@ impl Outbox {
     }
 
     async fn send_file(&mut self, body: &FileSegment) -> std::io::Result<()> {
-        self.flush(true).await?;
-        if body.is_cached() {
-            send_file(self.writer.as_ref(), body).await
-        } else {
+        if !body.is_cached() {
             metrics::spark_uncached_block();
-            send_file_from_disk(self.writer.as_ref(), body).await
+            self.flush(true).await?;
+            return send_file_from_disk(self.writer.as_ref(), body).await;
+        }
+        if self.pipe.is_none() {
+            self.pipe = self.pipes.take();
+        }
+        match self.pipe.as_mut() {
+            Some(pipe) => pipe_body(self.writer.as_ref(), pipe, &mut self.buf, body).await,
+            None => {
+                self.flush(true).await?;
+                send_file(self.writer.as_ref(), body).await
+            }
         }
     }
+}
+
+/// Puts `buffered` (then cleared) and `body` into the pipe, emptying it into the socket whenever
+/// it is full.
+async fn pipe_body(
+    socket: &TcpStream,
+    pipe: &mut BodyPipe,
+    buffered: &mut Vec<u8>,
+    body: &FileSegment,
+) -> std::io::Result<()> {
+    let mut at = 0;
+    while at < buffered.len() {
+        match pipe.write(&buffered[at..])? {
+            0 => drain(socket, pipe, true).await?,
+            n => at += n,
+        }
+    }
+    buffered.clear();
+    let end = body.offset() + body.len();
+    let mut offset = body.offset() as i64;
+    while (offset as u64) < end {
+        let count = (end - offset as u64).min(1 << 30) as usize;
+        match pipe.splice_from(body.fd(), &mut offset, count) {
+            Ok(0) => drain(socket, pipe, true).await?,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(file_cut_short()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Splices everything in the pipe to the socket, waiting for room as needed.
+async fn drain(socket: &TcpStream, pipe: &mut BodyPipe, more: bool) -> std::io::Result<()> {
+    while pipe.pending() > 0 {
+        let sent = socket
+            .async_io(Interest::WRITABLE, || pipe.splice_to(socket, more))
+            .await?;
+        if sent == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+    }
+    Ok(())
 }
 
 /// Sends a file segment to the socket with sendfile(2), waiting for writability as needed. A

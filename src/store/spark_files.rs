@@ -1,8 +1,9 @@
 //! The read core for files Spark executors wrote into their own dirs: the hash rule finds the
 //! index and data files, the index cache (shared with kess's own outputs) and a cache of open
-//! data files turn a partition range into a [`FileSegment`] that the Spark listener sends with
-//! `sendfile(2)`: the bytes go from the page cache to the socket without entering kess's memory,
-//! so kess's resident memory does not grow with the bytes it serves.
+//! data files turn a partition range into a [`FileSegment`] that the Spark listener splices
+//! through a pipe or sends with `sendfile(2)`: the bytes go from the page cache to the socket
+//! without entering kess's memory, so kess's resident memory does not grow with the bytes it
+//! serves.
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
