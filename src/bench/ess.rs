@@ -237,6 +237,9 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
                         fetch_grpc(readers, &app, &shuffle, &requests, concurrency, kess.pid())
                             .await?,
                     );
+                    // kess gives back the heap its gRPC streams freed when they end, at most once
+                    // a second; the next Spark-path run's peak RSS is its own, not their rest.
+                    tokio::time::sleep(Duration::from_millis(1100)).await;
                 }
             }
             for (path, runs) in [
