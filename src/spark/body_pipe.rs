@@ -8,8 +8,8 @@
 //! requests ends: TCP sees one large send per ~17 average blocks. The bytes are never copied:
 //! the pipe holds references to page-cache pages, which the socket takes over.
 //!
-//! Pipes come from a [`PipePool`] with a fixed budget. Linux limits the pipe memory each user
-//! may hold beyond default-sized pipes (`/proc/sys/fs/pipe-user-pages-soft`, 64 MiB by default,
+//! Pipes come from a [`PipePool`] with a fixed budget. Linux limits the pipe memory each user id
+//! may hold (`/proc/sys/fs/pipe-user-pages-soft`, 64 MiB by default, counted by capacity and
 //! shared by every process of that user on the node), and a user over it gets tiny pipes
 //! everywhere; a pipe per connection could take that budget from other processes.
 
@@ -120,6 +120,7 @@ impl Drop for PooledPipe {
     }
 }
 
+/// One non-blocking pipe: headers written and bodies spliced into it, waiting for the socket.
 #[derive(Debug)]
 pub struct BodyPipe {
     read: OwnedFd,

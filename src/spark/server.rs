@@ -1,9 +1,10 @@
 //! The Spark shuffle-service listener (port 7337): accepts connections up to a limit, decodes
 //! frames with `SparkFrameCodec` (a whole frame before parsing, bounded size), and writes each
 //! request's replies in order. Block bodies go from the page cache to the socket without a copy:
-//! through the connection's pipe (`BodyPipe`), so the bodies of pipelined requests leave in one
-//! splice per batch; small ones are copied into the write buffer instead, so pipelined tiny
-//! blocks leave in a few large writes rather than one syscall each. A body not in the page cache is
+//! through a pipe lent from the listener's budget (`body_pipe`), so the bodies of pipelined
+//! requests leave in one splice per batch, or with sendfile when no pipe is free; small ones are
+//! copied into the write buffer instead, so pipelined tiny blocks leave in a few large writes
+//! rather than one syscall each. A body not in the page cache is
 //! read or sent from the blocking pool, so waiting for the disk stalls its own connection, not
 //! every connection of a runtime thread. A malformed frame closes that connection only.
 
