@@ -7,6 +7,21 @@ use std::sync::Mutex;
 
 use lru::LruCache;
 
+/// Runs `load`, which reads files and may wait for the disk. Both protocols look blocks up from
+/// the runtime's workers; on a worker of the multi-threaded runtime its other tasks move to
+/// another thread first (`block_in_place`), so one cold index or open does not stall every
+/// connection scheduled there. Elsewhere (the blocking pool, a current-thread runtime, no
+/// runtime) it simply runs.
+fn may_block<T>(load: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(load)
+        }
+        _ => load(),
+    }
+}
+
 pub struct BoundedCache<V> {
     counters: crate::metrics::CacheCounters,
     max_weight: usize,
@@ -36,14 +51,15 @@ impl<V: Clone> BoundedCache<V> {
     }
 
     /// Returns the cached value for `key`, or loads it (outside the lock, so a slow disk does not
-    /// stall other readers) and caches it. Two racing loads of one key both succeed; one wins.
+    /// stall other readers; see [`may_block`]) and caches it. Two racing loads of one key both
+    /// succeed; one wins.
     pub fn get_or_load<E>(&self, key: &Path, load: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
         if let Some(v) = self.lock().entries.get(key.as_os_str()).cloned() {
             self.counters.lookup(true);
             return Ok(v);
         }
         self.counters.lookup(false);
-        let value = load()?;
+        let value = may_block(load)?;
         let w = (self.weigh)(&value);
         let mut inner = self.lock();
         if let Some(old) = inner.entries.put(key.as_os_str().to_owned(), value.clone()) {
@@ -124,5 +140,50 @@ mod tests {
         }
         cache.invalidate_under(Path::new("/d/app1"));
         assert_eq!(cache.len(), 1, "/d/app10 is not under /d/app1");
+    }
+
+    #[test]
+    fn a_slow_load_on_a_runtime_worker_does_not_stall_the_workers_other_tasks() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::Arc;
+        use std::time::Duration;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        let ticks = Arc::new(AtomicU32::new(0));
+        let ticker = {
+            let ticks = Arc::clone(&ticks);
+            runtime.spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let during_load = runtime.block_on(async {
+            // Let the ticker start on the one worker, then load from a task on that worker.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let ticks = Arc::clone(&ticks);
+            tokio::spawn(async move {
+                let cache: BoundedCache<u32> = BoundedCache::new("test", 10, |_| 1);
+                let before = ticks.load(Ordering::Relaxed);
+                cache
+                    .get_or_load(Path::new("/cold"), || {
+                        // A cold read from a slow disk.
+                        std::thread::sleep(Duration::from_millis(300));
+                        Ok::<_, ()>(ticks.load(Ordering::Relaxed) - before)
+                    })
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        });
+        ticker.abort();
+        assert!(
+            during_load >= 10,
+            "the worker's other task ticked {during_load} times in 300 ms of loading"
+        );
     }
 }
