@@ -23,7 +23,7 @@ use crate::proto::shuffle_service_server::ShuffleServiceServer;
 use crate::spark::body_pipe::PipePool;
 use crate::spark::{self, connection::SparkContext, server::SparkListenerConfig};
 use crate::store::{now_ms, Store, StoreConfig};
-use crate::tcp::{CongestionPolicy, Peers};
+use crate::tcp::{CongestionPolicy, PeerLocator, Peers};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -54,23 +54,26 @@ impl RunningDaemon {
     }
 }
 
-/// Sets up a listener's congestion control (`src/tcp.rs`), logs it and exports it.
+/// Sets up a listener's congestion control (`src/tcp/`), logs it and exports it.
 fn congestion_policy(
     name: &'static str,
     listener: &TcpListener,
     config: &DaemonConfig,
+    locator: &Arc<PeerLocator>,
 ) -> Result<Arc<CongestionPolicy>, BoxError> {
     let policy = CongestionPolicy::configure(
         listener,
         config.tcp_congestion.as_deref(),
         config.local_congestion(),
+        Arc::clone(locator),
     )
     .map_err(|e| format!("{name} listener: {e}"))?;
     tracing::info!(
         listener = name,
         local = %policy.local,
         remote = %policy.remote,
-        "TCP congestion control for connections from this host and from others"
+        local_peers = ?config.local_peers,
+        "TCP congestion control for connections from this node and from others"
     );
     for (peers, algorithm) in [
         (Peers::Local, &policy.local),
@@ -102,8 +105,9 @@ pub async fn start(
     let spark_listener = TcpListener::bind(config.spark_addr)
         .await
         .map_err(|e| format!("binding Spark address {}: {e}", config.spark_addr))?;
-    let spark_policy = congestion_policy(SPARK, &spark_listener, &config)?;
-    let grpc_policy = congestion_policy(GRPC, &grpc_listener, &config)?;
+    let locator = Arc::new(PeerLocator::new(config.local_peers));
+    let spark_policy = congestion_policy(SPARK, &spark_listener, &config, &locator)?;
+    let grpc_policy = congestion_policy(GRPC, &grpc_listener, &config, &locator)?;
     let spark_addr = spark_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
@@ -139,8 +143,8 @@ pub async fn start(
         conn.inspect(|s| {
             let _ = s.set_nodelay(true);
             if let (Ok(peer), Ok(local)) = (s.peer_addr(), s.local_addr()) {
-                let peers = grpc_policy.on_accept(s, peer, local);
-                crate::metrics::tcp_connection(GRPC, peers.label());
+                let reason = grpc_policy.on_accept(s, peer, local);
+                crate::metrics::tcp_connection(GRPC, reason);
             }
         })
     });

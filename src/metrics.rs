@@ -126,7 +126,7 @@ fn describe() {
     );
     describe_counter!(
         TCP_CONNECTIONS,
-        "Connections accepted on the Spark and gRPC ports, by peers (local: this host; remote: other hosts)."
+        "Connections accepted on the Spark and gRPC ports, by peers (local: this node's host or pods; remote: elsewhere) and by what told them apart (via: loopback, host_address, pod_veth, pod_bridge, gateway, device, not_looked_up, lookup_failed)."
     );
     describe_counter!(
         CACHE_LOOKUPS,
@@ -249,8 +249,9 @@ pub fn tcp_congestion_control(listener: &'static str, peers: &'static str, algor
         .set(1.0);
 }
 
-pub fn tcp_connection(listener: &'static str, peers: &'static str) {
-    counter!(TCP_CONNECTIONS, "listener" => listener, "peers" => peers).increment(1);
+pub fn tcp_connection(listener: &'static str, reason: crate::tcp::Reason) {
+    counter!(TCP_CONNECTIONS, "listener" => listener, "peers" => reason.peers().label(), "via" => reason.label())
+        .increment(1);
 }
 
 pub fn spark_uncached_block() {

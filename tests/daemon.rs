@@ -784,7 +784,7 @@ async fn connections_from_this_host_do_not_pace_and_a_bad_algorithm_is_refused_b
     let counted = |page: &str, listener: &str| {
         metric(
             page,
-            &format!("kess_tcp_connections_total{{listener=\"{listener}\",peers=\"local\"}}"),
+            &format!("kess_tcp_connections_total{{listener=\"{listener}\",peers=\"local\",via=\"loopback\"}}"),
         )
     };
     wait_until(|| async {
@@ -804,7 +804,7 @@ async fn connections_from_this_host_do_not_pace_and_a_bad_algorithm_is_refused_b
     }
     assert!(daemon
         .log_text()
-        .contains("TCP congestion control for connections from this host and from others"));
+        .contains("TCP congestion control for connections from this node and from others"));
 
     for flag in ["--tcp-congestion", "--local-tcp-congestion"] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_kess"))

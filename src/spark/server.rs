@@ -71,8 +71,8 @@ pub async fn serve(
             }
         };
         if let Ok(local) = socket.local_addr() {
-            let peers = config.congestion.on_accept(&socket, peer, local);
-            metrics::tcp_connection(metrics::SPARK, peers.label());
+            let reason = config.congestion.on_accept(&socket, peer, local);
+            metrics::tcp_connection(metrics::SPARK, reason);
         }
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             tracing::warn!(%peer, limit = config.max_connections, "Spark connection limit reached; refusing");

@@ -6,16 +6,23 @@
 //! cost ~40% of the Spark path's CPU on the benchmark VM (README "Performance"). So
 //! connections from this host get a congestion control that does not pace (`reno`, allowed
 //! without privileges), and connections from other hosts keep the node's default (or the
-//! operator's choice).
+//! operator's choice). "This host" takes in pods on this node (`peers.rs`).
 //!
 //! The choice is made per listener and per connection: the listener starts every connection
 //! with the local algorithm, and a connection from another host is switched to the remote one
 //! right after accept. That order matters: BBR turns pacing on when it starts on a connection,
 //! and switching away from it later leaves pacing on, while switching to it turns pacing on.
 
+mod peers;
+mod routes;
+
+pub use peers::{judge_route, LocalPeers, PeerLocator, Peers, Reason};
+pub use routes::{DeviceKind, Route, RouteTable};
+
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::sys::socket::{getsockopt, setsockopt, sockopt::TcpCongestion};
@@ -68,42 +75,15 @@ pub fn local_algorithm(setting: &str) -> Option<&str> {
     Some(setting).filter(|name| *name != "same")
 }
 
-/// Whether a connection's peer is a process on this host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Peers {
-    Local,
-    Remote,
-}
-
-impl Peers {
-    /// Classifies a connection by its two ends: a loopback peer, or one whose address is the
-    /// address it connected to, runs on this host. A pod on this node but in the pod network
-    /// has an address of its own and counts as remote: telling it apart would need the routing
-    /// table, and treating it as remote only keeps the node's default.
-    pub fn of(peer: SocketAddr, local: SocketAddr) -> Self {
-        let (peer, local) = (peer.ip().to_canonical(), local.ip().to_canonical());
-        if peer.is_loopback() || peer == local {
-            Self::Local
-        } else {
-            Self::Remote
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Local => "local",
-            Self::Remote => "remote",
-        }
-    }
-}
-
 /// The congestion controls of one listener's connections.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CongestionPolicy {
-    /// What connections from this host use; every connection starts with it.
+    /// What connections from this node use; every connection starts with it.
     pub local: String,
     /// What connections from other hosts are switched to after accept.
     pub remote: String,
+    /// Tells the two apart.
+    pub locator: Arc<PeerLocator>,
 }
 
 impl CongestionPolicy {
@@ -114,6 +94,7 @@ impl CongestionPolicy {
         listener: &impl AsFd,
         remote: Option<&str>,
         local: Option<&str>,
+        locator: Arc<PeerLocator>,
     ) -> Result<Self, CongestionError> {
         if let Some(name) = remote {
             set_congestion_control(listener, name)?;
@@ -126,19 +107,24 @@ impl CongestionPolicy {
             }
             _ => remote.clone(),
         };
-        Ok(Self { local, remote })
+        Ok(Self {
+            local,
+            remote,
+            locator,
+        })
     }
 
-    /// Gives an accepted connection its algorithm and says which kind of peer it has. A
+    /// Gives an accepted connection its algorithm and says where its peer runs and why. A
     /// connection that cannot be switched keeps the local algorithm and still works.
-    pub fn on_accept(&self, socket: &impl AsFd, peer: SocketAddr, local: SocketAddr) -> Peers {
-        let peers = Peers::of(peer, local);
-        if peers == Peers::Remote && self.remote != self.local {
+    pub fn on_accept(&self, socket: &impl AsFd, peer: SocketAddr, local: SocketAddr) -> Reason {
+        let reason = self.locator.locate(peer, local);
+        if reason.peers() == Peers::Remote && self.remote != self.local {
             if let Err(e) = set_congestion_control(socket, &self.remote) {
                 tracing::warn!(%peer, error = %e, "could not switch the connection's congestion control");
             }
         }
-        peers
+        tracing::debug!(%peer, peers = reason.peers().label(), via = reason.label(), "connection accepted");
+        reason
     }
 }
 
@@ -180,29 +166,8 @@ mod tests {
         assert_eq!(congestion_control(&listener).unwrap(), before);
     }
 
-    #[test]
-    fn peers_on_this_host_are_loopback_or_at_the_address_they_dialled() {
-        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
-        let node = addr("10.0.0.5:7337");
-        for peer in [
-            "127.0.0.1:5000",
-            "127.0.0.2:5000",
-            "[::1]:5000",
-            "[::ffff:127.0.0.1]:5000",
-            "10.0.0.5:40000",
-        ] {
-            assert_eq!(Peers::of(addr(peer), node), Peers::Local, "{peer}");
-        }
-        assert_eq!(
-            Peers::of(
-                addr("[::ffff:10.0.0.5]:4000"),
-                addr("[::ffff:10.0.0.5]:7337")
-            ),
-            Peers::Local
-        );
-        for peer in ["10.0.0.6:5000", "192.168.1.5:5000", "[fe80::1]:5000"] {
-            assert_eq!(Peers::of(addr(peer), node), Peers::Remote, "{peer}");
-        }
+    fn host_only() -> Arc<PeerLocator> {
+        Arc::new(PeerLocator::new(LocalPeers::Host))
     }
 
     /// An algorithm other than reno that this kernel has, to tell the two policies apart.
@@ -221,20 +186,16 @@ mod tests {
             return;
         };
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let policy = CongestionPolicy::configure(&listener, Some(&remote), Some("reno")).unwrap();
-        assert_eq!(
-            policy,
-            CongestionPolicy {
-                local: "reno".into(),
-                remote: remote.clone()
-            }
-        );
+        let policy =
+            CongestionPolicy::configure(&listener, Some(&remote), Some("reno"), host_only())
+                .unwrap();
+        assert_eq!((policy.local.as_str(), &policy.remote), ("reno", &remote));
         assert_eq!(congestion_control(&listener).unwrap(), "reno");
 
         let addr = listener.local_addr().unwrap();
         let _a = TcpStream::connect(addr).unwrap();
         let (local_conn, peer) = listener.accept().unwrap();
-        assert_eq!(policy.on_accept(&local_conn, peer, addr), Peers::Local);
+        assert_eq!(policy.on_accept(&local_conn, peer, addr), Reason::Loopback);
         assert_eq!(congestion_control(&local_conn).unwrap(), "reno");
 
         // The same kind of socket, seen as if its peer were another host.
@@ -242,7 +203,7 @@ mod tests {
         let (remote_conn, _) = listener.accept().unwrap();
         let elsewhere = "10.1.2.3:40000".parse().unwrap();
         assert_eq!(
-            policy.on_accept(&remote_conn, elsewhere, addr),
+            policy.on_accept(&remote_conn, elsewhere, addr).peers(),
             Peers::Remote
         );
         assert_eq!(congestion_control(&remote_conn).unwrap(), remote);
@@ -252,19 +213,21 @@ mod tests {
     fn without_a_local_choice_every_connection_gets_the_same_algorithm() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let node_default = congestion_control(&listener).unwrap();
-        let policy = CongestionPolicy::configure(&listener, None, None).unwrap();
+        let policy = CongestionPolicy::configure(&listener, None, None, host_only()).unwrap();
         assert_eq!(policy.local, node_default);
         assert_eq!(policy.remote, node_default);
         // Asking for the remote one as the local one changes nothing either.
         let policy =
-            CongestionPolicy::configure(&listener, None, Some(node_default.as_str())).unwrap();
+            CongestionPolicy::configure(&listener, None, Some(node_default.as_str()), host_only())
+                .unwrap();
         assert_eq!(policy.local, policy.remote);
     }
 
     #[test]
     fn a_bad_local_algorithm_fails_at_start_naming_it() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let err = CongestionPolicy::configure(&listener, None, Some("no-such-cc")).unwrap_err();
+        let err = CongestionPolicy::configure(&listener, None, Some("no-such-cc"), host_only())
+            .unwrap_err();
         assert!(err.to_string().contains("\"no-such-cc\""), "{err}");
     }
 }
