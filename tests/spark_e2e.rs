@@ -8,7 +8,9 @@
 //! `python3 tests/spark/validate_java_ess.py`.
 //!
 //! The tests run one at a time (two local-clusters do not fit on two cores). Nothing here skips
-//! itself: a missing Java or pyspark that setup.sh cannot install fails the test.
+//! itself: a missing Java or pyspark that setup.sh cannot install fails the test. The one
+//! exception is `spark_plugin_from_a_pod_network_namespace`, which needs root to build a network
+//! namespace and says so and passes without it.
 //!
 //! `KESS_SPARK_E2E_SERVICE=java` runs the same tests against Spark's Java ESS instead of kess
 //! (started with `tests/spark/java_ess.sh`; the kess metrics checks are then left out), which is
@@ -28,6 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::netns::Netns;
 use common::*;
 use serde_json::Value;
 
@@ -122,10 +125,29 @@ struct JobProcess {
 
 impl JobProcess {
     fn spawn(scenario: &str, port: u16, work: &WorkDir, extra: &[&str]) -> JobProcess {
+        Self::spawn_in(None, scenario, port, work, extra)
+    }
+
+    /// Like `spawn`, inside the network namespace `netns` (`ip netns exec`: the driver and the
+    /// executors see only that namespace's network, as in a pod).
+    fn spawn_in(
+        netns: Option<&Netns>,
+        scenario: &str,
+        port: u16,
+        work: &WorkDir,
+        extra: &[&str],
+    ) -> JobProcess {
         use std::os::unix::process::CommandExt;
         let env = spark_env();
         let stderr = work.0.join(format!("{scenario}.stderr"));
-        let mut cmd = Command::new(&env.python);
+        let mut cmd = match netns {
+            Some(netns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", &netns.name]).arg(&env.python);
+                cmd
+            }
+            None => Command::new(&env.python),
+        };
         cmd.arg(repo().join("tests/spark/jobs.py"))
             .arg(scenario)
             .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
@@ -591,7 +613,12 @@ const NODE_IP: &str = "127.0.0.2";
 
 /// A port that is free on `NODE_IP`.
 fn free_node_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind((NODE_IP, 0)).expect("bind an ephemeral port on 127.0.0.2");
+    free_addr_on(NODE_IP.parse().expect("NODE_IP"))
+}
+
+fn free_addr_on(ip: std::net::IpAddr) -> SocketAddr {
+    let l = std::net::TcpListener::bind((ip, 0))
+        .unwrap_or_else(|e| panic!("bind an ephemeral port on {ip}: {e}"));
     l.local_addr().expect("local addr")
 }
 
@@ -613,13 +640,13 @@ fn removed_by_shuffle(driver_log: &str) -> std::collections::BTreeMap<u64, u64> 
     removed
 }
 
-/// The plugin's own arguments to jobs.py.
-fn plugin_args(env: &SparkEnv) -> Vec<String> {
+/// The plugin's own arguments to jobs.py, with kess at `kess_host`.
+fn plugin_args(env: &SparkEnv, kess_host: &str) -> Vec<String> {
     vec![
         "--plugin-jar".into(),
         env.plugin_jar.to_string_lossy().into_owned(),
         "--kess-host".into(),
-        NODE_IP.into(),
+        kess_host.into(),
     ]
 }
 
@@ -627,18 +654,25 @@ fn plugin_args(env: &SparkEnv) -> Vec<String> {
 /// without recomputing it, fetched from kess at the node address the plugin advertised; dropping
 /// the shuffle then deletes its files through kess.
 /// With `secret`, kess requires SASL and the application runs with spark.authenticate=true.
-async fn run_plugin(name: &str, secret: Option<&str>) {
+/// With `pod`, the application runs in that network namespace and kess listens on `node_ip`, the
+/// host's end of the pod network.
+async fn run_plugin(
+    name: &str,
+    secret: Option<&str>,
+    node_ip: std::net::IpAddr,
+    pod: Option<&Netns>,
+) -> Service {
     let _serial = SPARK.lock().await;
     let env = spark_env();
     let work = WorkDir::new(name);
-    let spark = free_node_addr();
+    let spark = free_addr_on(node_ip);
     let service = Service::start(&work, spark, secret).await;
-    let mut args = plugin_args(env);
+    let mut args = plugin_args(env, &node_ip.to_string());
     if let Some(s) = secret {
         args.extend(["--secret".to_string(), s.to_string()]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let job = JobProcess::spawn("plugin", spark.port(), &work, &args);
+    let job = JobProcess::spawn_in(pod, "plugin", spark.port(), &work, &args);
     let outcome = finish(job, NoHook).await;
     // jobs.py checked: results, map stage skipped and not recomputed, registrations through the
     // plugin only, shuffle files on disk after the executors left and gone after the drop.
@@ -676,18 +710,58 @@ async fn run_plugin(name: &str, secret: Option<&str>) {
         "the dropped shuffle's files were not removed through kess: {removed:?}"
     );
     work.passed();
+    service
+}
+
+fn node_ip() -> std::net::IpAddr {
+    NODE_IP.parse().expect("NODE_IP")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn spark_plugin_serves_released_executors_output_without_host_network() {
-    run_plugin("plugin", None).await;
+    run_plugin("plugin", None, node_ip(), None).await;
+}
+
+/// The same with the application in a network namespace of its own, wired to the host by a
+/// bridge of veths as flannel wires pods: executors reach kess from their pod address, and kess
+/// counts them as peers on this node (no pacing). Needs root (CAP_NET_ADMIN); without it the
+/// test says so and passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn spark_plugin_from_a_pod_network_namespace() {
+    let Some(mut pod) = Netns::new("spark") else {
+        return;
+    };
+    let (host, pod_ip) = pod.bridge_to_host(20);
+    let service = run_plugin("plugin_pod", None, host.into(), Some(&pod)).await;
+    let Service::Kess(daemon) = &service else {
+        return;
+    };
+    let page = daemon.metrics().await;
+    let series = |peers: &str, via: &str| {
+        metric(
+            &page,
+            &format!(
+                "kess_tcp_connections_total{{listener=\"spark\",peers=\"{peers}\",via=\"{via}\"}}"
+            ),
+        )
+    };
+    let from_pod = series("local", "pod_bridge");
+    assert!(
+        from_pod >= 2.0,
+        "kess counted {from_pod} Spark connections from pods on this node ({pod_ip}); metrics:\n{page}"
+    );
+    let remote: f64 = ["gateway", "device", "lookup_failed"]
+        .iter()
+        .map(|via| series("remote", via))
+        .sum();
+    assert_eq!(remote, 0.0, "metrics:\n{page}");
 }
 
 /// The same with spark.authenticate=true: the plugin's registration and the driver's removals use
 /// the application's secret, as Spark's own shuffle client does.
 #[tokio::test(flavor = "multi_thread")]
 async fn spark_plugin_with_sasl_authentication() {
-    run_plugin("plugin_auth", Some(SECRET)).await;
+    run_plugin("plugin_auth", Some(SECRET), node_ip(), None).await;
 }
 
 /// With no kess at the configured address, map tasks fail with the plugin's message, which names
@@ -699,7 +773,7 @@ async fn spark_plugin_wrong_kess_address_fails_with_clear_message() {
     let work = WorkDir::new("plugin_bad_address");
     // Nothing listens here.
     let nowhere = free_node_addr();
-    let args = plugin_args(env);
+    let args = plugin_args(env, NODE_IP);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let job = JobProcess::spawn("plugin_bad_address", nowhere.port(), &work, &args);
     let outcome = finish(job, NoHook).await;
@@ -727,7 +801,7 @@ async fn spark_plugin_refuses_settings_it_cannot_serve() {
     let _serial = SPARK.lock().await;
     let env = spark_env();
     let work = WorkDir::new("plugin_refusals");
-    let args = plugin_args(env);
+    let args = plugin_args(env, NODE_IP);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let job = JobProcess::spawn("plugin_refusals", 7337, &work, &args);
     let outcome = finish(job, NoHook).await;
