@@ -8,7 +8,7 @@
 //! The Java service is started by the caller (`benches/ess.sh` does it) and named with
 //! `--java-addr` and `--java-pid`; without them only kess and the references are measured.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,6 +74,14 @@ pub struct EssBenchArgs {
     /// default, `same` for the node's default. The Java service keeps the node's default.
     #[arg(long, env = "KESS_LOCAL_TCP_CONGESTION", default_value = "reno")]
     pub local_tcp_congestion: String,
+    /// Where kess and the sendfile reference listen.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub server_ip: IpAddr,
+    /// Dial every fetch from this network namespace (`ip netns add`), a stand-in for a pod
+    /// wired to the host (`benches/ess.sh` builds one with KESS_BENCH_POD_NETWORK=1); the
+    /// servers must listen where it can reach them (`--server-ip`, `--java-addr`).
+    #[arg(long)]
+    pub client_netns: Option<String>,
 }
 
 /// One fetch request: reduce partition `reduce` from every map output of `executor`.
@@ -115,7 +123,10 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
     let work = tempfile::Builder::new()
         .prefix("kess-bench-ess-")
         .tempdir_in(&args.work_dir)?;
-    let kess = KessProcess::spawn(work.path(), &args.local_tcp_congestion)?;
+    if let Some(name) = &args.client_netns {
+        super::dial::dial_from_netns(name)?;
+    }
+    let kess = KessProcess::spawn(work.path(), &args.local_tcp_congestion, args.server_ip)?;
     kess.wait_ready().await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = proc_stats::read(kess.pid())?;
@@ -134,6 +145,11 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
     let ours = local.unwrap_or(&node_default);
     println!(
         "bench ess tcp-congestion node={node_default} kess={ours} sendfile={ours} java={node_default}"
+    );
+    println!(
+        "bench ess network server_ip={} client_netns={}",
+        args.server_ip,
+        args.client_netns.as_deref().unwrap_or("-")
     );
     println!(
         "bench ess idle server=kess rss_bytes={} rss_anon_bytes={}",
@@ -230,6 +246,7 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
                     &requests,
                     concurrency,
                     local,
+                    args.server_ip,
                 )?);
                 if let Some((_, readers)) = &grpc {
                     cold()?;
@@ -628,10 +645,10 @@ struct KessProcess {
 }
 
 impl KessProcess {
-    fn spawn(work: &Path, local_congestion: &str) -> Result<Self, BoxError> {
-        let spark_addr = free_addr()?;
-        let grpc_addr = free_addr()?;
-        let http_addr = free_addr()?;
+    fn spawn(work: &Path, local_congestion: &str, ip: IpAddr) -> Result<Self, BoxError> {
+        let spark_addr = free_addr(ip)?;
+        let grpc_addr = free_addr(ip)?;
+        let http_addr = free_addr(ip)?;
         let log = std::fs::File::create(work.join("kess.log"))?;
         let mut command = Command::new(std::env::current_exe()?);
         command.arg("daemon");
@@ -687,6 +704,6 @@ impl Drop for KessProcess {
     }
 }
 
-fn free_addr() -> Result<SocketAddr, BoxError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+fn free_addr(ip: IpAddr) -> Result<SocketAddr, BoxError> {
+    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?)
 }

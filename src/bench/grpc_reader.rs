@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 
 use bytes::{Buf, Bytes};
 use prost::Message;
-use tokio::net::TcpStream;
 
 use crate::daemon::BoxError;
 use crate::proto::FetchBlocksRequest;
@@ -30,7 +29,7 @@ impl GrpcReader {
     /// Connects with the windows and frame size a bulk fetch wants (as `connect_all` does for
     /// tonic).
     pub async fn connect(addr: SocketAddr) -> Result<Self, BoxError> {
-        let socket = TcpStream::connect(addr).await?;
+        let socket = super::dial::connect(addr).await?;
         socket.set_nodelay(true)?;
         let (requests, connection) = h2::client::Builder::new()
             .initial_window_size(8 << 20)

@@ -21,6 +21,7 @@ use crate::proto::{
     BlockRange, FetchBlocksRequest, PartitionData, PushCommit, PushHeader, PushMapOutputRequest,
 };
 
+mod dial;
 pub mod ess;
 mod grpc_reader;
 mod proc_stats;

@@ -58,8 +58,9 @@ pub fn run(
     requests: &Arc<Vec<FetchRequest>>,
     concurrency: usize,
     congestion: Option<&str>,
+    ip: std::net::IpAddr,
 ) -> Result<RunResult, BoxError> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let listener = TcpListener::bind((ip, 0))?;
     if let Some(name) = congestion {
         crate::tcp::set_congestion_control(&listener, name)?;
     }
@@ -81,7 +82,7 @@ pub fn run(
         })
     };
     let clients: Vec<TcpStream> = (0..concurrency)
-        .map(|_| TcpStream::connect(addr))
+        .map(|_| super::dial::connect_std(addr))
         .collect::<Result<_, _>>()?;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();

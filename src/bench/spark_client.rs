@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
 use crate::daemon::BoxError;
@@ -30,7 +29,7 @@ pub struct SparkClient {
 
 impl SparkClient {
     pub async fn connect(addr: SocketAddr) -> Result<Self, BoxError> {
-        let socket = TcpStream::connect(addr).await?;
+        let socket = super::dial::connect(addr).await?;
         socket.set_nodelay(true)?;
         let (read, writer) = socket.into_split();
         Ok(Self {
