@@ -96,14 +96,15 @@ pub struct DaemonConfig {
     /// (e.g. `cubic`, `bbr`); unset, the node's default.
     #[arg(long, env = "KESS_TCP_CONGESTION")]
     pub tcp_congestion: Option<String>,
-    /// TCP congestion control for connections from this node (see --local-peers). The default, `reno`, does not pace: BBR without an fq qdisc paces
-    /// with a timer per socket, which costs CPU and throughput where no network lies between
-    /// the two ends (README "Performance"). `same` gives them what other connections get.
+    /// TCP congestion control for connections from this node (see --local-peers). The default,
+    /// `reno`, does not pace: BBR without an fq qdisc paces with a timer per socket, which costs
+    /// CPU and throughput where no network lies between the two ends (README "Performance").
+    /// `same` gives them what other connections get.
     #[arg(long, env = "KESS_LOCAL_TCP_CONGESTION", default_value = "reno")]
     pub local_tcp_congestion: String,
-    /// Which peers get --local-tcp-congestion: `host` (loopback and this host's addresses) or
-    /// `node` (also pods on this node: peers the kernel routes to directly through a veth, or
-    /// through a bridge of veths).
+    /// Which peers get --local-tcp-congestion: `host` (loopback, or a peer at the very address
+    /// it dialled) or `node` (also this host's other addresses and pods on this node: peers the
+    /// kernel routes to directly through a veth, or through a bridge of veths).
     #[arg(long, env = "KESS_LOCAL_PEERS", value_enum, default_value_t = crate::tcp::LocalPeers::Node)]
     pub local_peers: crate::tcp::LocalPeers,
     /// Spark connections idle this long are closed.

@@ -4,9 +4,9 @@
 //! without an `fq` qdisc the kernel paces with a timer per socket. Between processes of one
 //! host, where there is no network to pace for, arming that timer and the softirqs it triggers
 //! cost ~40% of the Spark path's CPU on the benchmark VM (README "Performance"). So
-//! connections from this host get a congestion control that does not pace (`reno`, allowed
-//! without privileges), and connections from other hosts keep the node's default (or the
-//! operator's choice). "This host" takes in pods on this node (`peers.rs`).
+//! connections from this node — its host and its pods (`peers.rs`) — get a congestion control
+//! that does not pace (`reno`, allowed without privileges), and connections from other hosts
+//! keep the node's default (or the operator's choice).
 //!
 //! The choice is made per listener and per connection: the listener starts every connection
 //! with the local algorithm, and a connection from another host is switched to the remote one
@@ -16,8 +16,7 @@
 mod peers;
 mod routes;
 
-pub use peers::{judge_route, LocalPeers, PeerLocator, Peers, Reason};
-pub use routes::{DeviceKind, Route, RouteTable};
+pub use peers::{LocalPeers, PeerLocator, Peers, Reason};
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -69,7 +68,7 @@ pub fn congestion_control(socket: &impl AsFd) -> std::io::Result<String> {
     Ok(name.to_string_lossy().trim_end_matches('\0').to_string())
 }
 
-/// `--local-tcp-congestion`'s value: the algorithm for connections from this host, or none of
+/// `--local-tcp-congestion`'s value: the algorithm for connections from this node, or none of
 /// its own for `same` (they get what other connections get).
 pub fn local_algorithm(setting: &str) -> Option<&str> {
     Some(setting).filter(|name| *name != "same")
@@ -88,7 +87,7 @@ pub struct CongestionPolicy {
 
 impl CongestionPolicy {
     /// Sets `listener` up: connections from other hosts get `remote` (unset: the node's
-    /// default), connections from this host get `local` (unset: the same as the others). Both
+    /// default), connections from this node get `local` (unset: the same as the others). Both
     /// names are checked here, so a typo fails at start, not per connection.
     pub fn configure(
         listener: &impl AsFd,

@@ -74,7 +74,7 @@ impl Reason {
 }
 
 /// What the route to a peer says about where it runs.
-pub fn judge_route(route: &Route, device: Option<DeviceKind>) -> Reason {
+fn judge_route(route: &Route, device: Option<DeviceKind>) -> Reason {
     if route.to_this_host {
         return Reason::HostAddress;
     }
