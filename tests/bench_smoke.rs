@@ -107,11 +107,28 @@ fn bench_ess_runs_every_shape_and_path() {
             for line in &lines {
                 let runs = line.split(" gbps_runs=").nth(1).unwrap_or_default();
                 assert_eq!(runs.split(',').count(), 2, "{line}");
+                // The bench's own CPU (client, and the reference's sender) was counted.
+                let bench_cpu: f64 = line
+                    .split(" bench_cpu_s_per_gb=")
+                    .nth(1)
+                    .and_then(|v| v.split(' ').next())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("no bench_cpu_s_per_gb in {line}"));
+                assert!(bench_cpu > 0.0, "{line}");
             }
             assert_eq!(bytes("kess-grpc"), bytes("sendfile"));
-            assert!(stdout.contains(&format!(
-                "bench ess-ratio shape={shape} concurrency={concurrency} kess-spark/sendfile throughput="
-            )));
+            for path in ["kess-spark", "kess-grpc"] {
+                let prefix = format!(
+                    "bench ess-ratio shape={shape} concurrency={concurrency} {path}/sendfile throughput="
+                );
+                let line = stdout
+                    .lines()
+                    .find(|l| l.starts_with(&prefix))
+                    .unwrap_or_else(|| panic!("no {prefix}… line\n{stdout}"));
+                // One ratio per round, each from that round's two runs.
+                let paired = line.split(" paired=").nth(1).unwrap_or_default();
+                assert_eq!(paired.split(',').count(), 2, "{line}");
+            }
         }
     }
     assert_eq!(

@@ -98,6 +98,9 @@ pub(crate) struct RunResult {
     pub elapsed: Duration,
     pub latencies: Vec<Duration>,
     pub server: Option<ProcessStats>,
+    /// CPU seconds of this process during the run: the client's, and for the sendfile
+    /// reference its sender's as well.
+    pub bench_cpu_seconds: f64,
 }
 
 impl RunResult {
@@ -117,6 +120,19 @@ impl RunResult {
         self.server
             .map(|s| s.cpu_seconds / (self.bytes as f64 / 1e9))
     }
+
+    fn bench_cpu_per_gb(&self) -> f64 {
+        self.bench_cpu_seconds / (self.bytes as f64 / 1e9).max(1e-9)
+    }
+}
+
+/// CPU seconds (user + system) this process has used so far.
+pub(crate) fn own_cpu_seconds() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        secs(u.user_time()) + secs(u.system_time())
+    })
 }
 
 pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
@@ -294,10 +310,10 @@ pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
             print_ratios(
                 shape,
                 concurrency,
-                &kess_spark.median,
+                &kess_spark,
                 java.as_ref().map(|r| &r.median),
-                &limit.median,
-                kess_grpc.as_ref().map(|r| &r.median),
+                &limit,
+                kess_grpc.as_ref(),
             );
         }
     }
@@ -374,7 +390,7 @@ fn print_figure(
     );
     let all: Vec<String> = runs.gbps.iter().map(|g| format!("{g:.3}")).collect();
     println!(
-        "bench ess shape={} concurrency={concurrency} path={path} bytes={} blocks={} gbps={:.3} p50_ms={:.3} p99_ms={:.3} cpu_s_per_gb={cpu} peak_rss_bytes={} gbps_runs={}",
+        "bench ess shape={} concurrency={concurrency} path={path} bytes={} blocks={} gbps={:.3} p50_ms={:.3} p99_ms={:.3} cpu_s_per_gb={cpu} peak_rss_bytes={} bench_cpu_s_per_gb={:.2} gbps_runs={}",
         shape.name(),
         r.bytes,
         shuffle.total_blocks(),
@@ -382,19 +398,23 @@ fn print_figure(
         r.percentile_ms(0.5),
         r.percentile_ms(0.99),
         r.server.map_or(0, |s| s.peak_rss_bytes),
+        r.bench_cpu_per_gb(),
         all.join(","),
     );
 }
 
+/// Ratios of medians, and against the limit also each round's ratio (runs of one round are
+/// minutes apart at most, so a slow stretch of the machine hits both) and their median.
 fn print_ratios(
     shape: ShuffleShape,
     concurrency: usize,
-    kess: &RunResult,
+    kess_runs: &PathRuns,
     java: Option<&RunResult>,
-    limit: &RunResult,
-    grpc: Option<&RunResult>,
+    limit_runs: &PathRuns,
+    grpc_runs: Option<&PathRuns>,
 ) {
     let shape = shape.name();
+    let (kess, limit) = (&kess_runs.median, &limit_runs.median);
     if let Some(java) = java {
         let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.3}", a / b),
@@ -411,16 +431,26 @@ fn print_ratios(
             kess.percentile_ms(0.99) / java.percentile_ms(0.99).max(1e-9),
         );
     }
-    println!(
-        "bench ess-ratio shape={shape} concurrency={concurrency} kess-spark/sendfile throughput={:.3}",
-        kess.gbps() / limit.gbps()
-    );
-    if let Some(grpc) = grpc {
+    for (path, runs) in [("kess-spark", Some(kess_runs)), ("kess-grpc", grpc_runs)] {
+        let Some(runs) = runs else { continue };
+        let (median, each) = paired_ratios(&runs.gbps, &limit_runs.gbps);
         println!(
-            "bench ess-ratio shape={shape} concurrency={concurrency} kess-grpc/sendfile throughput={:.3}",
-            grpc.gbps() / limit.gbps()
+            "bench ess-ratio shape={shape} concurrency={concurrency} {path}/sendfile throughput={:.3} paired_median={median:.3} paired={each}",
+            runs.median.gbps() / limit.gbps()
         );
     }
+}
+
+/// Each round's `a / b` (as "0.812,0.790,…") and their median.
+fn paired_ratios(a: &[f64], b: &[f64]) -> (f64, String) {
+    let mut ratios: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b.max(1e-9)).collect();
+    let each = ratios
+        .iter()
+        .map(|r| format!("{r:.3}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    ratios.sort_by(f64::total_cmp);
+    (ratios.get(ratios.len() / 2).copied().unwrap_or(0.0), each)
 }
 
 /// Registers every executor of `shuffle` with the service at `addr`.
@@ -542,6 +572,7 @@ struct Measure {
     pid: Option<u32>,
     before: Option<ProcessStats>,
     started: Instant,
+    own_cpu: f64,
 }
 
 impl Measure {
@@ -557,6 +588,7 @@ impl Measure {
             pid,
             before,
             started: Instant::now(),
+            own_cpu: own_cpu_seconds(),
         }
     }
 
@@ -588,6 +620,7 @@ impl Measure {
             elapsed,
             latencies,
             server,
+            bench_cpu_seconds: own_cpu_seconds() - self.own_cpu,
         })
     }
 }
