@@ -45,24 +45,10 @@ fn a_pod_behind_its_own_veth_is_a_local_peer() {
     let Some(mut pod) = Netns::new("veth") else {
         return;
     };
-    let n = std::process::id() % 100_000;
-    let host_end = pod.host_link(&format!("kc{n}h"));
-    let pod_end = format!("kc{n}p");
-    pod.ip(&format!(
-        "link add {host_end} type veth peer name {pod_end} netns {}",
-        pod.name
-    ));
-    // Calico's shape: the host reaches the pod by a /32 route through the pod's veth.
-    pod.ip(&format!("addr add 10.213.7.1/32 dev {host_end}"));
-    pod.ip(&format!("link set {host_end} up"));
-    pod.ip(&format!("route add 10.213.7.2/32 dev {host_end}"));
-    pod.ip_inside(&format!("addr add 10.213.7.2/32 dev {pod_end}"));
-    pod.ip_inside(&format!("link set {pod_end} up"));
-    pod.ip_inside(&format!("route add 10.213.7.1/32 dev {pod_end}"));
-
-    let (listener, policy) = listener_with_policy("10.213.7.1:0");
+    let (host, pod_ip) = pod.veth_to_host(7);
+    let (listener, policy) = listener_with_policy(&format!("{host}:0"));
     let (socket, peer, local) = connect_from_pod(&pod, &listener);
-    assert_eq!(peer.ip().to_string(), "10.213.7.2");
+    assert_eq!(peer.ip(), pod_ip);
     assert_eq!(policy.on_accept(&socket, peer, local), Reason::PodVeth);
     assert_eq!(congestion_control(&socket).unwrap(), "reno");
 

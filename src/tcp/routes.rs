@@ -94,14 +94,13 @@ impl RouteTable {
         request
             .attributes
             .push(RouteAttribute::Destination(RouteAddress::from(ip)));
-        let answers = self.ask(RouteNetlinkMessage::GetRoute(request), false)?;
-        let route = answers
-            .into_iter()
-            .find_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(route) => Some(route),
-                _ => None,
-            })
-            .ok_or_else(|| io::Error::other(format!("no route to {ip} in the kernel's answer")))?;
+        let RouteNetlinkMessage::NewRoute(route) =
+            self.ask_one(RouteNetlinkMessage::GetRoute(request))?
+        else {
+            return Err(io::Error::other(format!(
+                "no route to {ip} in the kernel's answer"
+            )));
+        };
         Ok(Route {
             to_this_host: route.header.kind == RouteType::Local,
             through_gateway: route.attributes.iter().any(|a| {
@@ -123,15 +122,14 @@ impl RouteTable {
     pub fn device_kind(&self, index: u32) -> io::Result<DeviceKind> {
         let mut request = LinkMessage::default();
         request.header.index = index;
-        let answers = self.ask(RouteNetlinkMessage::GetLink(request), false)?;
-        let link = answers
-            .iter()
-            .find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(link) => Some(link),
-                _ => None,
-            })
-            .ok_or_else(|| io::Error::other(format!("no device {index} in the kernel's answer")))?;
-        Ok(match kind_of(link) {
+        let RouteNetlinkMessage::NewLink(link) =
+            self.ask_one(RouteNetlinkMessage::GetLink(request))?
+        else {
+            return Err(io::Error::other(format!(
+                "no device {index} in the kernel's answer"
+            )));
+        };
+        Ok(match kind_of(&link) {
             Some(InfoKind::Veth) => DeviceKind::Veth,
             Some(InfoKind::Bridge) => DeviceKind::Bridge {
                 veth_ports_only: self.bridge_has_veth_ports_only(index)?,
@@ -153,6 +151,13 @@ impl RouteTable {
             }
             _ => true,
         }))
+    }
+
+    /// Sends one request and returns its one answer.
+    fn ask_one(&self, message: RouteNetlinkMessage) -> io::Result<RouteNetlinkMessage> {
+        self.ask(message, false)?
+            .pop()
+            .ok_or_else(|| io::Error::other("the kernel sent no answer"))
     }
 
     /// Sends one request and collects its answers (all parts of a dump). Answers to an earlier

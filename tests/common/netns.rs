@@ -57,6 +57,30 @@ impl Netns {
         name.to_string()
     }
 
+    /// Calico's shape: the namespace's end of a veth pair at `10.213.<subnet>.2/32`, reached
+    /// from the host by a /32 route through the host's end, which holds `.1/32`. Returns (host
+    /// address, pod address).
+    pub fn veth_to_host(&mut self, subnet: u8) -> (Ipv4Addr, Ipv4Addr) {
+        let n = std::process::id() % 100_000;
+        let host_end = self.host_link(&format!("kc{n}s{subnet}"));
+        let pod_end = format!("kq{n}s{subnet}");
+        let (host, pod) = (
+            Ipv4Addr::new(10, 213, subnet, 1),
+            Ipv4Addr::new(10, 213, subnet, 2),
+        );
+        self.ip(&format!(
+            "link add {host_end} type veth peer name {pod_end} netns {}",
+            self.name
+        ));
+        self.ip(&format!("addr add {host}/32 dev {host_end}"));
+        self.ip(&format!("link set {host_end} up"));
+        self.ip(&format!("route add {pod}/32 dev {host_end}"));
+        self.ip_inside(&format!("addr add {pod}/32 dev {pod_end}"));
+        self.ip_inside(&format!("link set {pod_end} up"));
+        self.ip_inside(&format!("route add {host}/32 dev {pod_end}"));
+        (host, pod)
+    }
+
     /// flannel's shape: a host bridge holding `10.213.<subnet>.1/24`, with the namespace's end
     /// of a veth pair at `.2` as a port. Returns (host address, pod address).
     pub fn bridge_to_host(&mut self, subnet: u8) -> (Ipv4Addr, Ipv4Addr) {
