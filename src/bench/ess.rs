@@ -126,15 +126,6 @@ impl RunResult {
     }
 }
 
-/// CPU seconds (user + system) this process has used so far.
-pub(crate) fn own_cpu_seconds() -> f64 {
-    use nix::sys::resource::{getrusage, UsageWho};
-    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
-        let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-        secs(u.user_time()) + secs(u.system_time())
-    })
-}
-
 pub async fn run(args: EssBenchArgs) -> Result<(), BoxError> {
     let work = tempfile::Builder::new()
         .prefix("kess-bench-ess-")
@@ -403,8 +394,8 @@ fn print_figure(
     );
 }
 
-/// Ratios of medians, and against the limit also each round's ratio (runs of one round are
-/// minutes apart at most, so a slow stretch of the machine hits both) and their median.
+/// Ratios of medians, and against the limit also each round's ratio (the runs of one round are
+/// seconds apart, so a slow stretch of the machine hits both) and their median.
 fn print_ratios(
     shape: ShuffleShape,
     concurrency: usize,
@@ -588,7 +579,7 @@ impl Measure {
             pid,
             before,
             started: Instant::now(),
-            own_cpu: own_cpu_seconds(),
+            own_cpu: proc_stats::own_cpu_seconds(),
         }
     }
 
@@ -620,7 +611,7 @@ impl Measure {
             elapsed,
             latencies,
             server,
-            bench_cpu_seconds: own_cpu_seconds() - self.own_cpu,
+            bench_cpu_seconds: proc_stats::own_cpu_seconds() - self.own_cpu,
         })
     }
 }

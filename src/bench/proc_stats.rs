@@ -1,5 +1,5 @@
-//! Resource use of a server process from `/proc`: CPU seconds (user + system) and peak resident
-//! memory, which can be reset between runs so each figure has its own peak.
+//! Resource use of a server process from `/proc` (CPU seconds, user + system, and peak resident
+//! memory, which can be reset between runs so each figure has its own peak), and of this one.
 
 use crate::daemon::BoxError;
 
@@ -49,6 +49,16 @@ pub fn read(pid: u32) -> Result<ProcessStats, BoxError> {
         peak_rss_bytes: kib("VmHWM:"),
         rss_bytes: kib("VmRSS:"),
         rss_anon_bytes: kib("RssAnon:"),
+    })
+}
+
+/// CPU seconds (user + system) this process has used so far, from getrusage: microseconds,
+/// where `/proc`'s clock ticks (10 ms) would be a few percent of a sub-second run.
+pub fn own_cpu_seconds() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        secs(u.user_time()) + secs(u.system_time())
     })
 }
 

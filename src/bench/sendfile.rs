@@ -86,7 +86,7 @@ pub fn run(
         .collect::<Result<_, _>>()?;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let own_cpu = super::ess::own_cpu_seconds();
+    let own_cpu = super::proc_stats::own_cpu_seconds();
     let readers: Vec<_> = clients
         .into_iter()
         .map(|mut sock| {
@@ -133,7 +133,7 @@ pub fn run(
         elapsed,
         latencies,
         server: None,
-        bench_cpu_seconds: super::ess::own_cpu_seconds() - own_cpu,
+        bench_cpu_seconds: super::proc_stats::own_cpu_seconds() - own_cpu,
     })
 }
 
